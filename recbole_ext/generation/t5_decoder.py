@@ -1,0 +1,121 @@
+"""Incremental T5 decoder for beam search that shares each user's cross-attention across beams.
+
+``transformers``' generate copies the encoder output once per beam and recomputes the
+cross-attention keys/values for every copy. Here the keys/values are computed once per user
+([B, H, L, d_kv] per layer) and all of a user's beams attend to them as one batched query
+([B, H, K, d_kv]); only the small self-attention cache is per beam. The math follows T5 exactly
+(RMS layer norms, unscaled dot-product attention, relative position bias in decoder
+self-attention, none in cross-attention, optional output rescaling) in inference mode (no
+dropout). It reads the weights of a ``T5ForConditionalGeneration`` by attribute and never imports
+transformers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _rms_norm(layer_norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    var = x.float().pow(2).mean(-1, keepdim=True)
+    return layer_norm.weight * (x * torch.rsqrt(var + layer_norm.variance_epsilon)).to(x.dtype)
+
+
+def _ffn(ff: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    dense = ff.DenseReluDense
+    if hasattr(dense, "wi_0"):  # gated activation
+        h = dense.act(dense.wi_0(x)) * dense.wi_1(x)
+    else:
+        h = dense.act(dense.wi(x))
+    return dense.wo(h.to(dense.wo.weight.dtype))
+
+
+class T5CachedDecoder:
+    """Step-wise decoder state for B users x k beams (k may grow after the first step).
+
+    Usage: ``dec = T5CachedDecoder(model, enc_out, enc_mask, max_steps)``; then per step
+    ``log_probs = dec.step(tokens)`` (tokens [B, k]) and ``dec.reorder(parent)`` (parent [B, K]
+    indexes the current k beams) after choosing the next beams.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder_out: torch.Tensor,  # [B, L, D]
+        encoder_mask: torch.Tensor | None,  # [B, L] (1 = token, 0 = pad)
+        max_steps: int,
+    ):
+        self.model = model
+        dec = model.decoder
+        self.blocks = list(dec.block)
+        attn0 = self.blocks[0].layer[0].SelfAttention
+        self.n_heads, self.d_kv = attn0.n_heads, attn0.key_value_proj_dim
+        self.scale_out = model.config.d_model**-0.5 if getattr(model.config, "scale_decoder_outputs", False) else None
+        b, l, _ = encoder_out.shape
+        self.batch = b
+        dtype = encoder_out.dtype
+        if encoder_mask is None:
+            encoder_mask = torch.ones(b, l, device=encoder_out.device)
+        # additive cross-attention mask [B, 1, 1, L]
+        self.enc_bias = ((1.0 - encoder_mask.to(dtype)) * torch.finfo(dtype).min)[:, None, None, :]
+        # cross-attention keys / values once per user: per layer [B, H, L, d_kv]
+        self.cross_kv = []
+        for blk in self.blocks:
+            ca = blk.layer[1].EncDecAttention
+            k = ca.k(encoder_out).view(b, l, self.n_heads, self.d_kv).transpose(1, 2)
+            v = ca.v(encoder_out).view(b, l, self.n_heads, self.d_kv).transpose(1, 2)
+            self.cross_kv.append((k, v))
+        # self-attention relative position bias for all steps: [1, H, T, T]
+        self.pos_bias = attn0.compute_bias(max_steps, max_steps, device=encoder_out.device).to(dtype)
+        self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # [B*k, H, t, d_kv]
+        self.t = 0
+        self.k = 1
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed tokens [B, k] at position t; return log-probabilities [B, k, V] for position t+1."""
+        b, k = tokens.shape
+        if self.self_kv is not None and k != self.k:
+            raise ValueError(f"step got {k} beams, cache holds {self.k}")
+        self.k = k
+        t = self.t
+        h = self.model.decoder.embed_tokens(tokens)  # [B, k, D]
+        bias = self.pos_bias[:, :, t : t + 1, : t + 1]  # [1, H, 1, t+1]
+        new_cache = []
+        for i, blk in enumerate(self.blocks):
+            sa = blk.layer[0].SelfAttention
+            x = _rms_norm(blk.layer[0].layer_norm, h).reshape(b * k, 1, -1)  # [Bk, 1, D]
+            q = sa.q(x).view(b * k, 1, self.n_heads, self.d_kv).transpose(1, 2)  # [Bk, H, 1, dk]
+            kk = sa.k(x).view(b * k, 1, self.n_heads, self.d_kv).transpose(1, 2)
+            vv = sa.v(x).view(b * k, 1, self.n_heads, self.d_kv).transpose(1, 2)
+            if self.self_kv is not None:
+                kk = torch.cat([self.self_kv[i][0], kk], dim=2)  # [Bk, H, t+1, dk]
+                vv = torch.cat([self.self_kv[i][1], vv], dim=2)
+            new_cache.append((kk, vv))
+            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=bias, scale=1.0)  # [Bk, H, 1, dk]
+            h = h + sa.o(a.transpose(1, 2).reshape(b, k, -1))
+
+            ca = blk.layer[1].EncDecAttention
+            x = _rms_norm(blk.layer[1].layer_norm, h)  # [B, k, D]
+            q = ca.q(x).view(b, k, self.n_heads, self.d_kv).transpose(1, 2)  # [B, H, k, dk]
+            ck, cv = self.cross_kv[i]  # [B, H, L, dk], shared by the k beams
+            a = F.scaled_dot_product_attention(q, ck, cv, attn_mask=self.enc_bias, scale=1.0)  # [B, H, k, dk]
+            h = h + ca.o(a.transpose(1, 2).reshape(b, k, -1))
+
+            ff = blk.layer[2]
+            h = h + _ffn(ff, _rms_norm(ff.layer_norm, h))
+        self.self_kv = new_cache
+        self.t = t + 1
+        h = _rms_norm(self.model.decoder.final_layer_norm, h)
+        if self.scale_out is not None:
+            h = h * self.scale_out
+        logits = self.model.lm_head(h)  # [B, k, V]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def reorder(self, parent: torch.Tensor) -> None:
+        """Keep beams ``parent`` [B, K] (indices into the current k beams); K may differ from k."""
+        b, kn = parent.shape
+        flat = (parent + torch.arange(b, device=parent.device)[:, None] * self.k).reshape(-1)  # [B*K]
+        if self.self_kv is not None:
+            self.self_kv = [(kk.index_select(0, flat), vv.index_select(0, flat)) for kk, vv in self.self_kv]
+        self.k = kn

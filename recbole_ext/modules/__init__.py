@@ -1,0 +1,1 @@
+"""Neural backbones. Submodules import transformers; this package file does not."""

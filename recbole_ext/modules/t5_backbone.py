@@ -1,0 +1,47 @@
+"""T5 encoder-decoder backbone built from a config (no download). The one place that imports
+transformers' T5 model code; import this module lazily from models."""
+
+from __future__ import annotations
+
+from transformers import T5Config, T5ForConditionalGeneration
+
+from recbole_ext.sid.vocab import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
+
+
+def t5_config(
+    vocab_size: int,
+    num_layers: int = 4,
+    num_decoder_layers: int = 4,
+    d_model: int = 256,
+    d_ff: int = 1024,
+    num_heads: int = 4,
+    d_kv: int = 64,
+    dropout: float = 0.1,
+    feed_forward_proj: str = "relu",
+    pad_token_id: int = PAD_TOKEN,
+    eos_token_id: int = EOS_TOKEN,
+    decoder_start_token_id: int = BOS_TOKEN,
+    **extra,
+) -> T5Config:
+    """A T5Config for a model trained from scratch on the SIDVocab layout (defaults: TIGER size)."""
+    return T5Config(
+        vocab_size=vocab_size,
+        num_layers=num_layers,
+        num_decoder_layers=num_decoder_layers,
+        d_model=d_model,
+        d_ff=d_ff,
+        num_heads=num_heads,
+        d_kv=d_kv,
+        dropout_rate=dropout,
+        feed_forward_proj=feed_forward_proj,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        decoder_start_token_id=decoder_start_token_id,
+        use_cache=True,
+        **extra,
+    )
+
+
+def build_t5(vocab_size: int, **kwargs) -> T5ForConditionalGeneration:
+    """Randomly initialised T5ForConditionalGeneration; kwargs as in :func:`t5_config`."""
+    return T5ForConditionalGeneration(t5_config(vocab_size, **kwargs))

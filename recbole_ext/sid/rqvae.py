@@ -1,0 +1,229 @@
+"""RQ-VAE item tokenizer (TIGER, Rajput et al. 2023; STREAM-Rec section 2.2.1).
+
+An MLP encoder maps an item's text embedding x to a latent z; ``n_levels`` codebooks quantize z
+residually (level l picks the codeword e_l nearest to r_l, r_0 = z, r_{l+1} = r_l - e_l); an MLP
+decoder reconstructs x from z_q = sum_l e_l with straight-through gradients. Per batch::
+
+    recon    = mean((x_hat - x)^2)                     # over all elements
+    codebook = sum_l mean((e_l - sg(r_l))^2)           # moves the codewords
+    commit   = sum_l mean((r_l - sg(e_l))^2)           # moves the encoder
+    loss     = recon + codebook + beta * commit        # beta = 0.25
+
+The residual passed on uses sg(e_l), so the commitment term trains only the encoder. Codebooks
+are initialised by faiss k-means on the first batch's residuals, level by level.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RQVAEConfig:
+    """Sizes and training settings (defaults follow the paper setup)."""
+
+    hidden_dims: tuple[int, ...] = (512, 256, 128)  # encoder hidden sizes; decoder mirrors them
+    latent_dim: int = 32  # codeword dimension
+    n_levels: int = 3  # residual levels (m - 1; the collision code is added afterwards)
+    codebook_size: int = 256  # codewords per level
+    beta: float = 0.25  # commitment weight
+    dropout: float = 0.0
+    epochs: int = 300
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    kmeans_init: bool = True
+    kmeans_niter: int = 25
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 50  # epochs between log lines
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RQVAEConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown RQ-VAE options {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if "hidden_dims" in d:
+            d["hidden_dims"] = tuple(d["hidden_dims"])
+        return cls(**d)
+
+
+def _mlp(dims: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class RQVAEOutput:
+    x_hat: torch.Tensor  # [N, D]
+    codes: torch.Tensor  # [N, n_levels]
+    loss: torch.Tensor
+    recon_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    commit_loss: torch.Tensor
+
+
+class RQVAE(nn.Module):
+    """MLP encoder, residual quantizer, MLP decoder."""
+
+    def __init__(self, in_dim: int, cfg: RQVAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or RQVAEConfig()
+        dims = [in_dim, *cfg.hidden_dims, cfg.latent_dim]
+        self.encoder = _mlp(dims, cfg.dropout)
+        self.decoder = _mlp(dims[::-1], cfg.dropout)
+        self.codebooks = nn.ParameterList(
+            nn.Parameter(torch.randn(cfg.codebook_size, cfg.latent_dim) / math.sqrt(cfg.latent_dim))
+            for _ in range(cfg.n_levels)
+        )
+
+    def quantize(
+        self, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z [N, d] -> (z_q [N, d] straight-through, codes [N, L], codebook loss, commit loss)."""
+        residual = z
+        quantized = torch.zeros_like(z)
+        codes, cb_loss, commit = [], z.new_zeros(()), z.new_zeros(())
+        for book in self.codebooks:  # book: [K, d]
+            dist = torch.cdist(residual.detach(), book.detach())  # [N, K]
+            idx = dist.argmin(dim=1)  # [N]
+            e = book[idx]  # [N, d]
+            cb_loss = cb_loss + F.mse_loss(e, residual.detach())
+            commit = commit + F.mse_loss(residual, e.detach())
+            quantized = quantized + e
+            residual = residual - e.detach()
+            codes.append(idx)
+        z_q = z + (quantized - z).detach()
+        return z_q, torch.stack(codes, dim=1), cb_loss, commit
+
+    def forward(self, x: torch.Tensor) -> RQVAEOutput:
+        z = self.encoder(x)  # [N, d]
+        z_q, codes, cb_loss, commit = self.quantize(z)
+        x_hat = self.decoder(z_q)  # [N, D]
+        recon = F.mse_loss(x_hat, x)
+        loss = recon + cb_loss + self.cfg.beta * commit
+        return RQVAEOutput(x_hat, codes, loss, recon, cb_loss, commit)
+
+    @torch.no_grad()
+    def kmeans_init(self, x: torch.Tensor, niter: int = 25, seed: int = 0) -> None:
+        """Set each codebook to k-means centroids of that level's residuals on batch x [N, D]."""
+        residual = self.encoder(x)  # [N, d]
+        for book in self.codebooks:
+            cent = _kmeans(residual.float().cpu().numpy(), book.shape[0], niter, seed)
+            book.copy_(torch.from_numpy(cent).to(book))
+            idx = torch.cdist(residual, book).argmin(dim=1)
+            residual = residual - book[idx]
+
+    @torch.no_grad()
+    def encode_codes(self, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, float]:
+        """Codes [N, L] and reconstruction MSE over all of x [N, D] (eval mode)."""
+        was = self.training
+        self.eval()
+        codes, sq = [], 0.0
+        for i in range(0, x.shape[0], batch_size):
+            out = self(x[i : i + batch_size])
+            codes.append(out.codes)
+            sq += float(((out.x_hat - x[i : i + batch_size]) ** 2).sum())
+        self.train(was)
+        return torch.cat(codes).cpu(), sq / x.numel()
+
+
+def _kmeans(data: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
+    """faiss k-means centroids [k, d]; with fewer points than k, sampled points plus tiny noise."""
+    import faiss  # lazy: only training needs it
+
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    n, d = data.shape
+    if n < k:
+        rng = np.random.default_rng(seed)
+        pick = data[rng.choice(n, size=k, replace=True)]
+        scale = 1e-3 * (float(data.std()) + 1e-8)
+        return (pick + scale * rng.standard_normal(pick.shape)).astype(np.float32)
+    faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False)
+    km.train(data)
+    return km.centroids.copy()
+
+
+def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[float]:
+    """Share of codewords used at each level, codes [N, L] -> L floats."""
+    return [len(torch.unique(codes[:, l])) / codebook_size for l in range(codes.shape[1])]
+
+
+@dataclass
+class RQVAEResult:
+    codes: torch.Tensor  # [N, n_levels] (no collision code)
+    stats: dict = field(default_factory=dict)
+    model: RQVAE | None = None
+
+
+def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict | None = None) -> RQVAEResult:
+    """Train an RQ-VAE on embeddings [N, D]; return codes [N, n_levels] and stats.
+
+    stats: ``codebook_usage`` (per level), ``collision_rate`` (1 - distinct IDs / N),
+    ``recon_mse`` (reconstruction error on all items), final ``loss`` terms, and the config.
+    """
+    cfg = RQVAEConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or RQVAEConfig())
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(cfg.device)  # [N, D]
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"embeddings must be a non-empty [N, D] matrix, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or inf")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = RQVAE(x.shape[1], cfg).to(cfg.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = x.shape[0]
+    last: dict[str, float] = {}
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen).to(cfg.device)
+        totals = np.zeros(4)
+        for bi, start in enumerate(range(0, n, cfg.batch_size)):
+            batch = x[perm[start : start + cfg.batch_size]]
+            if epoch == 0 and bi == 0 and cfg.kmeans_init:
+                model.kmeans_init(batch, cfg.kmeans_niter, cfg.seed)
+            out = model(batch)
+            if not torch.isfinite(out.loss):
+                raise FloatingPointError(f"RQ-VAE loss is {out.loss.item()} at epoch {epoch}, batch {bi}")
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            w = batch.shape[0] / n
+            totals += w * np.array(
+                [float(out.loss), float(out.recon_loss), float(out.codebook_loss), float(out.commit_loss)]
+            )
+        last = dict(zip(["loss", "recon_loss", "codebook_loss", "commit_loss"], totals.tolist()))
+        if cfg.log_every and (epoch % cfg.log_every == 0 or epoch == cfg.epochs - 1):
+            logger.info("rqvae epoch %d: %s", epoch, {k: round(v, 5) for k, v in last.items()})
+    codes, recon = model.encode_codes(x)
+    n_distinct = len(torch.unique(codes, dim=0))
+    stats = {
+        "codebook_usage": codebook_usage(codes, cfg.codebook_size),
+        "collision_rate": 1.0 - n_distinct / n,
+        "n_distinct_ids": n_distinct,
+        "recon_mse": recon,
+        "final_epoch_losses": last,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+    }
+    logger.info(
+        "rqvae: usage %s, collision rate %.4f, recon mse %.5f",
+        [round(u, 3) for u in stats["codebook_usage"]], stats["collision_rate"], recon,
+    )
+    return RQVAEResult(codes, stats, model)
