@@ -1,0 +1,25 @@
+"""Benchmark suites, run-record collection, statistics, tables and plots.
+
+Importing this package is cheap: it imports neither RecBole, torch, scipy nor matplotlib.
+The two entry points the runner wires in are loaded lazily::
+
+    from recbole_ext.benchmark import run_suite, build_tables
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["run_suite", "build_tables", "load_suite"]
+
+
+def __getattr__(name: str) -> Any:  # PEP 562 lazy attributes
+    if name in ("run_suite", "load_suite"):
+        from recbole_ext.benchmark import suite
+
+        return getattr(suite, name)
+    if name == "build_tables":
+        from recbole_ext.benchmark import tables
+
+        return tables.build_tables
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

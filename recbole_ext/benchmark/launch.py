@@ -1,0 +1,301 @@
+"""Execute a suite's cells: one process per cell, resumable, failure-isolated, scalable.
+
+Files under ``DIR/suites/<name>/``:
+
+- ``suite.json``: the expanded suite (cells with ids, labels, groups; table options), read by
+  ``tables.build_tables`` to label rows.
+- ``state.jsonl``: one line appended (and fsynced) per finished cell: id, status, seconds,
+  return code. A ``kill -9`` of the suite loses at most the cells in flight.
+- ``logs/<cell id>.log``: the cell's stdout and stderr.
+
+A cell is finished when a record with its id exists under ``DIR/runs`` (the runner writes it
+atomically); a rerun skips those. A failing cell leaves
+``DIR/runs/<dataset>/<model>/<cell id>.failed.json`` (status "failed", return code, command,
+the log's last lines) and is retried by the next rerun; it never stops the other cells.
+
+Launchers: ``local`` runs cells as subprocesses, one per slot (``gpus`` names the slots and
+sets ``CUDA_VISIBLE_DEVICES``; no gpus = one slot); ``slurm`` submits each cell as a Slurm job
+through submitit (optional dependency); ``submitit-local`` uses submitit's LocalExecutor.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from recbole_ext.benchmark.collect import FAILED_SUFFIX, index_records, read_record
+from recbole_ext.benchmark.suite import Cell, Suite
+
+logger = logging.getLogger(__name__)
+
+TAIL_LINES = 40
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EPOCH = re.compile(r"\bepoch\s+(\d+)\s+(training|evaluating)", re.IGNORECASE)
+_STAGE = re.compile(r"\bstage[\s:=]+([A-Za-z0-9_]+)", re.IGNORECASE)
+
+LAUNCHERS = ("local", "slurm", "submitit-local")
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    ok: bool
+    returncode: int | None
+    elapsed_s: float
+    error: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else \
+        f"{s // 60}m{s % 60:02d}s"
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_cell_process(cmd: Sequence[str], log_path: str, env: dict[str, str] | None = None,
+                     on_line: Callable[[str], None] | None = None) -> tuple[int, str]:
+    """Run one cell command, teeing its output to ``log_path``; returns (rc, output tail).
+
+    Module-level so that submitit can pickle it for a cluster job.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"# {_now()} {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=env, text=True, errors="replace", bufsize=1)
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                tail.append(line.rstrip("\n"))
+                if on_line is not None:
+                    on_line(line)
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return rc, "\n".join(tail)
+
+
+class SuiteRun:
+    """Runs a parsed suite's cells into an output directory."""
+
+    def __init__(self, suite: Suite, output_dir: Path,
+                 command_builder: Callable[[Cell, Path], list[str]]) -> None:
+        self.suite = suite
+        self.out = Path(output_dir)
+        self.sdir = self.out / "suites" / suite.name
+        self.build = command_builder
+        self._lock = threading.Lock()
+        self._durations: list[float] = []
+        self._done = 0
+        self._t0 = time.monotonic()
+        self._n_slots = 1
+        self._total = len(suite.cells)
+        self._todo = 0
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _position(self, cell: Cell) -> str:
+        return f"{self.suite.cells.index(cell) + 1}/{self._total}"
+
+    def _append_state(self, res: CellResult) -> None:
+        line = json.dumps({"time": _now(), "cell": res.cell.id, "model": res.cell.model,
+                           "dataset": res.cell.dataset, "seed": res.cell.seed,
+                           "status": "ok" if res.ok else "failed",
+                           "returncode": res.returncode, "elapsed_s": round(res.elapsed_s, 3)})
+        with self._lock, open(self.sdir / "state.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _record_path(self, cell: Cell) -> Path | None:
+        runs = self.out / "runs"
+        hits = list(runs.glob(f"*/*/{cell.id}.json")) or [
+            p for p in runs.rglob(f"{cell.id}.json")]
+        for p in hits:
+            if read_record(p) is not None:
+                return p
+        return None
+
+    def _failure_path(self, cell: Cell) -> Path:
+        return self.out / "runs" / cell.dataset / cell.model / f"{cell.id}{FAILED_SUFFIX}"
+
+    def _finish(self, cell: Cell, rc: int | None, tail: str, elapsed: float,
+                cmd: Sequence[str]) -> CellResult:
+        record = self._record_path(cell)
+        ok = rc == 0 and record is not None
+        error = ""
+        if not ok:
+            error = tail if rc != 0 else (tail + "\nthe cell exited 0 but wrote no record "
+                                          f"with run_id {cell.id}").strip()
+            _atomic_json(self._failure_path(cell), {
+                "schema_version": 1, "run_id": cell.id, "status": "failed",
+                "model": cell.model, "dataset": cell.dataset, "seed": cell.seed,
+                "overrides": cell.overrides, "label": cell.label, "suite": self.suite.name,
+                "returncode": rc, "command": list(cmd), "error": error,
+                "log": str(self.sdir / "logs" / f"{cell.id}.log"),
+                "elapsed_s": elapsed, "created": _now()})
+        else:
+            self._failure_path(cell).unlink(missing_ok=True)
+        res = CellResult(cell, ok, rc, elapsed, error)
+        self._append_state(res)
+        with self._lock:
+            self._done += 1
+            self._durations.append(elapsed)
+            left = self._todo - self._done
+            eta = (sum(self._durations) / len(self._durations)) * left / self._n_slots
+            done = self._done
+        status = "done" if ok else f"FAILED (rc={rc})"
+        logger.info("cell %s %s/%s seed %s %s in %s | %d/%d run, elapsed %s, ETA %s",
+                    self._position(cell), cell.model, cell.dataset, cell.seed, status,
+                    _fmt_s(elapsed), done, self._todo, _fmt_s(time.monotonic() - self._t0),
+                    _fmt_s(eta))
+        if not ok:
+            last = error.strip().splitlines()[-3:]
+            logger.warning("cell %s failed; last lines:\n  %s\n(full log: %s)", cell.id,
+                           "\n  ".join(last), self.sdir / "logs" / f"{cell.id}.log")
+        return res
+
+    def _progress_hook(self, cell: Cell) -> Callable[[str], None]:
+        pos = self._position(cell)
+
+        def on_line(line: str) -> None:
+            text = _ANSI.sub("", line)
+            m = _EPOCH.search(text)
+            if m and m.group(2).lower() == "training":
+                logger.info("cell %s %s/%s: epoch %s", pos, cell.model, cell.dataset, m.group(1))
+                return
+            s = _STAGE.search(text)
+            if s:
+                logger.info("cell %s %s/%s: stage %s", pos, cell.model, cell.dataset, s.group(1))
+
+        return on_line
+
+    # -- entry point ------------------------------------------------------------------------
+
+    def run(self, gpus: Sequence[str] | None = None, launcher: str = "local") -> list[CellResult]:
+        """Run the unfinished cells; returns the failed ones."""
+        if launcher not in LAUNCHERS:
+            raise ValueError(f"unknown launcher {launcher!r}; available: {list(LAUNCHERS)}")
+        self.sdir.mkdir(parents=True, exist_ok=True)
+        _atomic_json(self.sdir / "suite.json", self.suite.manifest())
+        finished = index_records(self.out)
+        todo = [c for c in self.suite.cells if c.id not in finished]
+        skipped = len(self.suite.cells) - len(todo)
+        logger.info("suite %s: %d cells, %d finished already (skipped), %d to run -> %s",
+                    self.suite.name, len(self.suite.cells), skipped, len(todo), self.out)
+        self._todo, self._t0 = len(todo), time.monotonic()
+        if not todo:
+            return []
+        if launcher == "local":
+            results = self._run_local(todo, list(gpus) if gpus else [])
+        else:
+            if gpus:
+                logger.warning("--gpus is ignored by launcher %s (Slurm assigns GPUs: set "
+                               "'slurm: {gpus_per_node: 1}' in the suite)", launcher)
+            results = self._run_submitit(todo, cluster=launcher == "slurm")
+        failed = [r for r in results if not r.ok]
+        logger.info("suite %s finished in %s: %d ok, %d failed", self.suite.name,
+                    _fmt_s(time.monotonic() - self._t0), len(results) - len(failed), len(failed))
+        return failed
+
+    def _run_local(self, todo: list[Cell], gpus: list[str]) -> list[CellResult]:
+        slots: queue.Queue[str | None] = queue.Queue()
+        for g in gpus or [None]:
+            slots.put(g)
+        self._n_slots = max(1, len(gpus))
+
+        def work(cell: Cell) -> CellResult:
+            slot = slots.get()
+            try:
+                env = dict(os.environ)
+                if slot is not None:
+                    env["CUDA_VISIBLE_DEVICES"] = str(slot)
+                cmd = self.build(cell, self.out)
+                logger.info("cell %s start %s/%s seed %s%s", self._position(cell), cell.model,
+                            cell.dataset, cell.seed, f" on GPU {slot}" if slot is not None else "")
+                t0 = time.monotonic()
+                try:
+                    rc, tail = run_cell_process(cmd, str(self.sdir / "logs" / f"{cell.id}.log"),
+                                                env, self._progress_hook(cell))
+                except OSError as exc:  # e.g. the interpreter or script is missing
+                    rc, tail = 127, f"cannot start {cmd[0]}: {exc}"
+                return self._finish(cell, rc, tail, time.monotonic() - t0, cmd)
+            finally:
+                slots.put(slot)
+
+        with ThreadPoolExecutor(max_workers=self._n_slots) as pool:
+            return list(pool.map(work, todo))
+
+    def _run_submitit(self, todo: list[Cell], cluster: bool) -> list[CellResult]:
+        try:
+            import submitit
+        except ImportError as exc:
+            raise ImportError("the slurm launchers need submitit: pip install submitit==1.5.4"
+                              ) from exc
+        folder = self.sdir / "submitit"
+        params = dict(self.suite.slurm)
+        if cluster:
+            executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            params.setdefault("name", f"recbole-ext-{self.suite.name}")
+        else:
+            executor = submitit.LocalExecutor(folder=folder)
+            # Local testing stand-in for Slurm: no GPU scheduling, only the time limit.
+            params = {k: v for k, v in params.items() if k == "timeout_min"}
+        if params:
+            executor.update_parameters(**params)
+        jobs = []
+        for cell in todo:
+            cmd = self.build(cell, self.out)
+            log = str(self.sdir / "logs" / f"{cell.id}.log")
+            job = executor.submit(run_cell_process, cmd, log, None, None)
+            logger.info("cell %s submitted %s/%s seed %s as job %s", self._position(cell),
+                        cell.model, cell.dataset, cell.seed, job.job_id)
+            jobs.append((cell, cmd, job, time.monotonic()))
+        results: list[CellResult] = []
+        pending = list(jobs)
+        while pending:
+            still = []
+            for cell, cmd, job, t0 in pending:
+                if not job.done():
+                    still.append((cell, cmd, job, t0))
+                    continue
+                try:
+                    rc, tail = job.result()
+                except Exception as exc:  # job crashed, was cancelled or timed out
+                    rc, tail = None, f"{type(exc).__name__}: {exc}"
+                results.append(self._finish(cell, rc, tail, time.monotonic() - t0, cmd))
+            pending = still
+            if pending:
+                time.sleep(0.5)
+        return results
