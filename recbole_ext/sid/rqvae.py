@@ -200,15 +200,13 @@ def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict |
             if epoch == 0 and bi == 0 and cfg.kmeans_init:
                 model.kmeans_init(batch, cfg.kmeans_niter, cfg.seed)
             out = model(batch)
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"RQ-VAE loss is {out.loss.item()} at epoch {epoch}, batch {bi}")
+            terms = torch.stack([out.loss, out.recon_loss, out.codebook_loss, out.commit_loss]).detach().cpu().numpy()
+            if not np.isfinite(terms[0]):
+                raise FloatingPointError(f"RQ-VAE loss is {terms[0]} at epoch {epoch}, batch {bi}")
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
-            w = batch.shape[0] / n
-            totals += w * np.array(
-                [float(out.loss), float(out.recon_loss), float(out.codebook_loss), float(out.commit_loss)]
-            )
+            totals += (batch.shape[0] / n) * terms
         last = dict(zip(["loss", "recon_loss", "codebook_loss", "commit_loss"], totals.tolist()))
         if cfg.log_every and (epoch % cfg.log_every == 0 or epoch == cfg.epochs - 1):
             logger.info("rqvae epoch %d: %s", epoch, {k: round(v, 5) for k, v in last.items()})
