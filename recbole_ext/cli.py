@@ -1,0 +1,138 @@
+"""Command line of ``run_benchmark.py``.
+
+    python run_benchmark.py --model=SASRec --dataset=ml-100k [--epochs=1 --learning_rate=0.003 ...]
+    python run_benchmark.py --suite=quickstart [--output_dir=DIR] [--gpus=0,1]
+    python run_benchmark.py --tables [--output_dir=DIR]
+    python run_benchmark.py --list
+
+Our own flags are consumed here; every other ``--key=value`` is a RecBole config override with the
+highest precedence (see :mod:`recbole_ext.config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+logger = logging.getLogger("recbole_ext")
+
+USAGE = __doc__
+
+# Flags of the runner itself (never passed to RecBole's config).
+OWN_FLAGS = ("model", "dataset", "config_files", "output_dir", "run_id", "suite", "gpus", "launcher")
+SWITCHES = ("tables", "list", "help")
+DEFAULT_OUTPUT_DIR = "results"
+DEFAULT_DATASET = "ml-100k"
+
+
+class UsageError(ValueError):
+    """A malformed command line."""
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, str], dict[str, str], set[str]]:
+    """Split ``argv`` into (our flags, RecBole overrides, switches)."""
+    own: dict[str, str] = {}
+    overrides: dict[str, str] = {}
+    switches: set[str] = set()
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            switches.add("help")
+            continue
+        if not arg.startswith("--"):
+            raise UsageError(f"unexpected argument {arg!r}: options are written --key=value")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if key in SWITCHES:
+                switches.add(key)
+                continue
+            raise UsageError(f"option {arg!r} needs a value: write --{key}=VALUE")
+        if not key:
+            raise UsageError(f"malformed option {arg!r}")
+        target = own if key in OWN_FLAGS else overrides
+        if key in target and target[key] != value:
+            raise UsageError(f"--{key} given twice with different values")
+        target[key] = value
+    return own, overrides, switches
+
+
+def _list_models_and_datasets() -> None:
+    from recbole_ext.registry import builtin_model_names, plugin_names
+
+    print("plugins:", ", ".join(plugin_names()) or "(none)")
+    print("RecBole built-ins:", ", ".join(builtin_model_names()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        own, overrides, switches = parse_args(argv)
+    except UsageError as error:
+        print(f"error: {error}\n{USAGE}", file=sys.stderr)
+        return 2
+    if "help" in switches:
+        print(USAGE)
+        return 0
+    if "list" in switches:
+        _list_models_and_datasets()
+        return 0
+    output_dir = own.get("output_dir", DEFAULT_OUTPUT_DIR)
+    if "tables" in switches:
+        return _build_tables(output_dir)
+    if "suite" in own:
+        return _run_suite(own, overrides, output_dir)
+    if "model" not in own:
+        print(f"error: give --model=NAME (or --suite=NAME, --tables, --list)\n{USAGE}", file=sys.stderr)
+        return 2
+    return _run_one(own, overrides, output_dir)
+
+
+def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str) -> int:
+    from recbole_ext.config import ConfigFileError
+    from recbole_ext.benchmark.records import RecordExistsError
+    from recbole_ext.registry import UnknownModelError
+    from recbole_ext.runner import UnknownDatasetError, run
+
+    config_files = own.get("config_files", "").split()
+    try:
+        record = run(
+            own["model"],
+            own.get("dataset", DEFAULT_DATASET),
+            overrides=overrides,
+            config_files=config_files,
+            output_dir=output_dir,
+            run_id=own.get("run_id"),
+        )
+    except (UnknownModelError, UnknownDatasetError, ConfigFileError, RecordExistsError) as error:
+        logging.basicConfig()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(_format_metrics(record))
+    _build_tables(output_dir)
+    return 0
+
+
+def _format_metrics(record: dict) -> str:
+    metrics = record["test"]
+    values = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
+    return f"{record['model']} on {record['dataset']} (run {record['run_id']}) test: {values}"
+
+
+def _build_tables(output_dir: str) -> int:
+    try:
+        from recbole_ext.benchmark.tables import build_tables
+    except ImportError:  # the table writer ships with the benchmark package
+        logger.warning("table writer unavailable; records are in %s/runs", output_dir)
+        return 0
+    for path in build_tables(output_dir):
+        logger.info("table written: %s", path)
+    return 0
+
+
+def _run_suite(own: dict[str, str], overrides: dict[str, Any], output_dir: str) -> int:
+    from recbole_ext.benchmark.suite import run_suite
+
+    gpus = [g for g in own.get("gpus", "").split(",") if g] or None
+    return run_suite(
+        own["suite"], output_dir, gpus=gpus, launcher=own.get("launcher", "local"), extra_overrides=overrides or None
+    )

@@ -1,0 +1,113 @@
+"""``ExtConfig``: RecBole's ``Config`` with our YAML layered in and plugin models accepted.
+
+Precedence, lowest first:
+
+1. RecBole's own defaults (its overall.yaml, model YAML for built-ins, dataset YAML, and the
+   sequential quick-start YAML),
+2. ``properties/overall.yaml`` (the paper's protocol, the same for every method),
+3. ``properties/dataset/<dataset>.yaml``,
+4. the model's documented defaults (``properties/model/<Name>.yaml``),
+5. ``config_file_list`` (later files win),
+6. ``config_dict``,
+7. ``cmd_dict`` (the runner's ``--key=value`` overrides).
+
+Unlike RecBole's ``Config``, ``sys.argv`` is never read: the runner passes its overrides
+explicitly, so its own flags cannot leak into the config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from recbole_ext import compat
+from recbole_ext.registry import PROPERTIES_DIR, ResolvedModel, resolve
+
+compat.apply()
+
+from recbole.config import Config  # noqa: E402  (after the compatibility fixes)
+
+logger = logging.getLogger(__name__)
+
+OVERALL_YAML = PROPERTIES_DIR / "overall.yaml"
+DATASET_YAML_DIR = PROPERTIES_DIR / "dataset"
+
+
+class ConfigFileError(ValueError):
+    """A YAML file that is missing or cannot be parsed; the message names the file and line."""
+
+
+def load_yaml_file(path: str | Path, loader: Any = yaml.SafeLoader) -> dict:
+    """Parse a YAML mapping; errors name the file and the line to fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigFileError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.load(f.read(), Loader=loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigFileError(f"malformed YAML in {where}: {error.problem or error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigFileError(f"malformed YAML in {path}: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path} must hold a mapping of config keys, found {type(data).__name__}")
+    return data
+
+
+class ExtConfig(Config):
+    """RecBole ``Config`` that knows our plugins and our properties/ folder."""
+
+    def __init__(
+        self,
+        model: str | ResolvedModel,
+        dataset: str,
+        config_file_list: list[str] | None = None,
+        config_dict: dict | None = None,
+        cmd_dict: dict | None = None,
+    ):
+        self.resolved = model if isinstance(model, ResolvedModel) else resolve(model)
+        self._cmd_dict = dict(cmd_dict or {})
+        super().__init__(
+            model=self.resolved.model_class,
+            dataset=dataset,
+            config_file_list=list(config_file_list or []),
+            config_dict=config_dict,
+        )
+        # Config(model=<class>) takes the class's __name__; keep the registered name.
+        self.final_config_dict["model"] = self.resolved.name
+        self.model = self.resolved.name
+
+    def _load_config_files(self, file_list):
+        merged: dict = {}
+        for file in file_list or []:
+            merged.update(load_yaml_file(file, self.yaml_loader))
+        return merged
+
+    def _load_cmd_line(self):
+        return self._convert_config_dict(dict(self._cmd_dict))
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        layers = [OVERALL_YAML, DATASET_YAML_DIR / f"{dataset}.yaml", *self.resolved.yaml_files]
+        for file in layers:
+            if not Path(file).is_file():
+                continue
+            values = load_yaml_file(file, self.yaml_loader)
+            self.internal_config_dict.update(values)
+            if Path(file).parent == DATASET_YAML_DIR:
+                self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
+
+    def __getstate__(self):
+        # Checkpoints pickle the config: keep the resolved classes out of it.
+        state = self.__dict__.copy()
+        state.pop("resolved", None)
+        state.pop("yaml_loader", None)
+        return state
+
