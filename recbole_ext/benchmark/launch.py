@@ -8,10 +8,13 @@ Files under ``DIR/suites/<name>/``:
   return code. A ``kill -9`` of the suite loses at most the cells in flight.
 - ``logs/<cell id>.log``: the cell's stdout and stderr.
 
+- ``failed/<cell id>.failed.json``: a failing cell's failure record (status "failed", return
+  code, command, the log's last lines); removed when a rerun of the cell succeeds. Kept out of
+  ``DIR/runs`` so that record readers never mistake it for a run.
+
 A cell is finished when a record with its id exists under ``DIR/runs`` (the runner writes it
-atomically); a rerun skips those. A failing cell leaves
-``DIR/runs/<dataset>/<model>/<cell id>.failed.json`` (status "failed", return code, command,
-the log's last lines) and is retried by the next rerun; it never stops the other cells.
+atomically); a rerun skips those and retries failed cells. A failing cell never stops the
+other cells.
 
 Launchers: ``local`` runs cells as subprocesses, one per slot (``gpus`` names the slots and
 sets ``CUDA_VISIBLE_DEVICES``; no gpus = one slot); ``slurm`` submits each cell as a Slurm job
@@ -148,7 +151,7 @@ class SuiteRun:
         return None
 
     def _failure_path(self, cell: Cell) -> Path:
-        return self.out / "runs" / cell.dataset / cell.model / f"{cell.id}{FAILED_SUFFIX}"
+        return self.sdir / "failed" / f"{cell.id}{FAILED_SUFFIX}"
 
     def _finish(self, cell: Cell, rc: int | None, tail: str, elapsed: float,
                 cmd: Sequence[str]) -> CellResult:

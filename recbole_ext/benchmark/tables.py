@@ -208,12 +208,14 @@ def _comparison_notes(entries: Sequence[Entry], spec: TableSpec,
 def ms_per_user(e: Entry) -> float | None:
     """Inference time per test user in ms.
 
-    ``extra.decode_ms_per_user`` when the model reports it, else ``timings.test_s`` divided by
-    the number of test users (from ``per_user.test.user_ids`` or ``extra.n_test_users``).
+    ``extra.decode_ms_per_user`` when the model reports it, else the runner's
+    ``timings.test_ms_per_user`` (whole test pass / test users), else ``timings.test_s`` divided
+    by the number of test users (from ``per_user.test.user_ids`` or ``extra.n_test_users``).
     """
-    v = e.extra.get("decode_ms_per_user", e.extra.get("ms_per_user"))
-    if isinstance(v, (int, float)):
-        return float(v)
+    for v in (e.extra.get("decode_ms_per_user"), e.extra.get("ms_per_user"),
+              e.timings.get("test_ms_per_user")):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
     test_s = e.timings.get("test_s")
     n = len(e.per_user["user_ids"]) if e.per_user else e.extra.get("n_test_users")
     if isinstance(test_s, (int, float)) and isinstance(n, (int, float)) and n > 0:
