@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
+#: |log ratio| above which exp() is clamped (ratio and k3), e^20 ~ 4.9e8.
+MAX_LOG_RATIO = 20.0
 
 
 def group_advantages(rewards: Tensor, eps: float = 1e-6, unbiased: bool = False) -> Tensor:
@@ -131,11 +133,14 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -
     """Per-sample estimate of ``D_KL(π_θ || π_ref)`` from log-probabilities of sampled actions.
 
     With ``x = log π_ref - log π_θ``: k1 = -x, k2 = x^2 / 2, k3 = exp(x) - x - 1 (>= 0).
-    Elementwise; works on token- or sequence-level log-probabilities.
+    Elementwise; works on token- or sequence-level log-probabilities. For k3, x is clamped to
+    ``<= MAX_LOG_RATIO`` (20) so that exp cannot overflow.
     """
     if estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {KL_ESTIMATORS}")
     x = ref_logprobs.detach() - logprobs  # log(π_ref / π_θ)
+    if estimator == "k3":
+        x = x.clamp(max=MAX_LOG_RATIO)
     if estimator == "k1":
         return -x
     if estimator == "k2":
@@ -144,7 +149,8 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -
 
 
 def clipped_surrogate(log_ratio: Tensor, advantages: Tensor, clip_eps: float = 0.2,
-                      clip_eps_high: Optional[float] = None) -> tuple[Tensor, Tensor]:
+                      clip_eps_high: Optional[float] = None,
+                      max_log_ratio: float = MAX_LOG_RATIO) -> tuple[Tensor, Tensor]:
     """PPO/GRPO clipped surrogate ``min(ρ A, clip(ρ, 1-ε, 1+ε_high) A)`` (inside Eq. 20).
 
     Args:
@@ -152,13 +158,15 @@ def clipped_surrogate(log_ratio: Tensor, advantages: Tensor, clip_eps: float = 0
         advantages: broadcastable to ``log_ratio``.
         clip_eps: ε (lower and, by default, upper clip).
         clip_eps_high: optional separate upper ε ("clip-higher"); None = ``clip_eps``.
+        max_log_ratio: ``log ρ`` is clamped to ``[-max, max]`` before ``exp`` so that a
+            diverged sequence-level ratio cannot overflow to inf (no effect below e^20).
 
     Returns:
         (surrogate to maximise, same shape; bool mask of entries where the clipped branch is
         the active minimum, i.e. the gradient is cut).
     """
     eps_high = clip_eps if clip_eps_high is None else clip_eps_high
-    ratio = torch.exp(log_ratio)
+    ratio = torch.exp(log_ratio.clamp(-max_log_ratio, max_log_ratio))
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high) * advantages
     surrogate = torch.minimum(unclipped, clipped)
@@ -236,7 +244,7 @@ def grpo_loss(
             kl = torch.zeros_like(seq_lp)
         objective = surrogate - beta * kl  # [*]
         loss = -objective.mean()
-        ratio = torch.exp(seq_lp - seq_old).detach()
+        ratio = torch.exp((seq_lp - seq_old).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)).detach()
         stats = (surrogate.mean(), kl.mean(), is_clipped.float().mean(), ratio.mean())
     elif level == "token":
         lr = torch.where(m > 0, logprobs - old, torch.zeros_like(logprobs))  # [*, T]
@@ -259,7 +267,7 @@ def grpo_loss(
             masked_sum(surrogate, m, dim=-1).sum() / n_tok,
             masked_sum(kl, m, dim=-1).sum() / n_tok,
             masked_sum(is_clipped.float(), m, dim=-1).sum() / n_tok,
-            masked_sum(torch.exp(lr).detach(), m, dim=-1).sum() / n_tok,
+            masked_sum(torch.exp(lr.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)).detach(), m, dim=-1).sum() / n_tok,
         )
     else:
         raise ValueError(f"level must be 'sequence' or 'token', got {level!r}")

@@ -59,7 +59,9 @@ def pretrain_targets(neighbor_codes: Tensor, target_codes: Tensor) -> Tensor:
         target_codes: ``[B, m]``.
 
     Returns:
-        ``[B, (n + 1) * m]`` (q = n * m). Any EOS is the caller's to append.
+        ``[B, (n + 1) * m]`` (q = n * m). Eq. 9 indexes the target as c_{p+1..p+m+1} (m + 1
+        symbols) while Eq. 10 sums over q + m: read as m codes plus the decoder's EOS, which is
+        the caller's to append (as for TIGER's target).
     """
     if neighbor_codes.dim() != 3 or target_codes.dim() != 2:
         raise ValueError("neighbor_codes must be [B, n, m] and target_codes [B, m]")
@@ -146,6 +148,8 @@ def state_target_infonce(
     weights: Union[Tensor, Sequence[float], str, None] = "linear",
     temperature: float = 1.0,
     reduction: str = "mean",
+    normalize: bool = False,
+    detach_targets: bool = False,
 ) -> Tensor:
     """Eq. 14: ``-Σ_j w_j Σ_i log( exp(s_ij·t_i) / Σ_j' exp(s_ij·t_j') )``.
 
@@ -160,6 +164,10 @@ def state_target_infonce(
             (normalised; "linear" default), or None for all ones (unnormalised).
         temperature: divides the logits.
         reduction: over the batch: "mean" (default), "sum" (as written), "none" (``[B]``).
+        normalize: L2-normalise states and targets first (cosine similarity; not in the paper,
+            off by default; useful when raw dot products of H = 256 vectors saturate).
+        detach_targets: stop the gradient into t (False = the paper: t is built from the
+            shared token embeddings, which this loss then also trains).
 
     Returns:
         scalar (or ``[B]``); 0 (with graph) for l = 0.
@@ -179,6 +187,11 @@ def state_target_infonce(
     if w.shape != (l,):
         raise ValueError(f"weights must have shape [{l}], got {tuple(w.shape)}")
     w = w.to(states.device, states.dtype)
+    if detach_targets:
+        targets = targets.detach()
+    if normalize:
+        states = F.normalize(states, dim=-1)
+        targets = F.normalize(targets, dim=-1)
     logits = torch.einsum("ijh,kh->ijk", states, targets) / temperature  # [B, l, B]
     labels = torch.arange(b, device=states.device).unsqueeze(1).expand(b, l)  # [B, l]
     nll = F.cross_entropy(logits.reshape(b * l, b), labels.reshape(-1), reduction="none")

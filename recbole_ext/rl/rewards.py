@@ -43,6 +43,7 @@ __all__ = [
     "valid_item_mask",
     "format_reward",
     "prefix_match_reward",
+    "mean_pool",
     "batch_rank_fraction",
     "rank_fraction_reward",
     "similarity_reward",
@@ -125,6 +126,17 @@ def prefix_match_reward(generated: Tensor, target: Tensor, mask: Optional[Tensor
     if mask is not None:
         eq = eq & mask.bool()
     return torch.cumprod(eq.long(), dim=-1).sum(dim=-1).float()  # [N]
+
+
+@torch.no_grad()
+def mean_pool(hidden: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Masked mean over positions, ``[N, T, H] -> [N, H]`` (the "mean pooling of the decoder's
+    hidden states" that Eq. 24-25 compare; an all-masked row gives 0)."""
+    if mask is None:
+        return hidden.float().mean(dim=1)
+    m = mask.to(torch.float32).unsqueeze(-1)  # [N, T, 1]
+    summed = torch.where(m > 0, hidden.float() * m, torch.zeros_like(hidden, dtype=torch.float32)).sum(dim=1)
+    return summed / m.sum(dim=1).clamp(min=1.0)  # [N, H]
 
 
 @torch.no_grad()

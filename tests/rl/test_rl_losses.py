@@ -172,3 +172,15 @@ def test_sft_objective():
     close(sft_objective(one, torch.tensor(0.5), torch.tensor(7.0), torch.tensor(3.0),
                         lam=2.0, mu=0.0, delta=0.1), 2.3)
     close(sft_objective(one, None, None, None), 1.0)
+
+
+def test_state_target_infonce_normalize_and_detach():
+    # normalise: step 2 row 1 (2,0) -> (1,0): logits [1, 0] -> 0.31326169; row 2 (0,0) stays 0
+    #   -> ln 2; step 1 unchanged. linear weights [1/3, 2/3]:
+    #   row 1: 0.31326169 (both steps); row 2: 0.10442056 + 0.46209812 = 0.56651868
+    #   mean (0.31326169 + 0.56651868) / 2 = 0.43989019
+    states, targets = _infonce_case()
+    close(state_target_infonce(states, targets, normalize=True), 0.43989019)
+    targets.requires_grad_(True)
+    state_target_infonce(states.requires_grad_(True), targets, detach_targets=True).backward()
+    assert targets.grad is None and states.grad is not None
