@@ -188,8 +188,8 @@ class GRPOOutput:
 def grpo_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
+    ref_logprobs: Optional[Tensor],
     advantages: Tensor,
-    ref_logprobs: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
     *,
     clip_eps: float = 0.2,
@@ -204,9 +204,9 @@ def grpo_loss(
     Args:
         logprobs: ``[*, T]`` token log-probs of the rollouts under π_θ (with graph).
         old_logprobs: ``[*, T]`` same tokens under π_old (the sampling policy); detached here.
-        advantages: ``[*]`` one advantage per rollout (e.g. ``group_advantages(r).reshape(-1)``).
         ref_logprobs: ``[*, T]`` under the reference policy (the SFT model in STREAM-Rec), or
-            None for no KL term.
+            None for no KL term; detached here.
+        advantages: ``[*]`` one advantage per rollout (e.g. ``group_advantages(r).reshape(-1)``).
         mask: ``[*, T]`` 1 on action tokens; None = all tokens.
         clip_eps, clip_eps_high: ε of the clipped ratio (see :func:`clipped_surrogate`).
         beta: KL coefficient β (DeepSeekMath's 0.04 by default; the paper gives no value).

@@ -153,7 +153,7 @@ def test_grpo_loss_sequence_level():
     #        ref = -2.5 -> x = -0.5 -> k3 = 0.10653066; objective = 0.60653066 - 0.01065307 = 0.59587759
     # loss = -(1.18934693 + 0.59587759) / 2 = -0.89261226
     logprobs, old, ref, mask, adv = _sequence_case()
-    out = grpo_loss(logprobs, old, adv, ref, mask, clip_eps=0.2, beta=0.1, level="sequence")
+    out = grpo_loss(logprobs, old, ref, adv, mask, clip_eps=0.2, beta=0.1, level="sequence")
     close(out.loss, -0.89261226)
     close(out.surrogate, (1.2 + 0.60653066) / 2)
     close(out.kl, 0.10653066)
@@ -168,13 +168,13 @@ def test_grpo_loss_sequence_level():
 
 def test_grpo_loss_no_reference_and_shapes():
     logprobs, old, _, mask, adv = _sequence_case()
-    out = grpo_loss(logprobs, old, adv, None, mask, beta=0.1)
+    out = grpo_loss(logprobs, old, None, adv, mask, beta=0.1)
     close(out.loss, -(1.2 + 0.60653066) / 2)  # same as above without the KL terms
     close(out.kl, 0.0)
     with pytest.raises(ValueError):
-        grpo_loss(logprobs, old, torch.zeros(3), None, mask)
+        grpo_loss(logprobs, old, None, torch.zeros(3), mask)
     # works for [B, G, T] inputs with [B, G] advantages
-    out3 = grpo_loss(logprobs.detach().view(1, 2, 2), old.view(1, 2, 2), adv.view(1, 2), None,
+    out3 = grpo_loss(logprobs.detach().view(1, 2, 2), old.view(1, 2, 2), None, adv.view(1, 2),
                      mask.view(1, 2, 2))
     close(out3.loss, out.loss.detach())
 
@@ -187,8 +187,8 @@ def test_grpo_loss_token_level_aggregations():
     old = torch.tensor([[-1.0, -2.0 - math.log(1.5)], [-1.0 + math.log(2.0), 0.0]])
     mask = torch.tensor([[1, 1], [1, 0]])
     adv = torch.tensor([1.0, 1.0])
-    out_s = grpo_loss(logprobs, old, adv, logprobs, mask, level="token", token_aggregation="sample")
-    out_t = grpo_loss(logprobs, old, adv, logprobs, mask, level="token", token_aggregation="token")
+    out_s = grpo_loss(logprobs, old, logprobs, adv, mask, level="token", token_aggregation="sample")
+    out_t = grpo_loss(logprobs, old, logprobs, adv, mask, level="token", token_aggregation="token")
     close(out_s.loss, -0.8, atol=1e-5)
     close(out_t.loss, -0.9, atol=1e-5)
     close(out_s.kl, 0.0)  # reference = policy
@@ -199,14 +199,14 @@ def test_grpo_loss_token_level_kl():
     # one token, rho = 1, A = 0 -> surrogate 0; k3 with x = -0.5 is 0.10653066
     # loss = -(0 - 0.5 * 0.10653066) = 0.05326533
     lp = torch.tensor([[-1.0]])
-    out = grpo_loss(lp, lp, torch.tensor([0.0]), torch.tensor([[-1.5]]), beta=0.5, level="token")
+    out = grpo_loss(lp, lp, torch.tensor([[-1.5]]), torch.tensor([0.0]), beta=0.5, level="token")
     close(out.loss, 0.05326533)
 
 
 def test_grpo_loss_rejects_bad_level():
     lp = torch.zeros(1, 1)
     with pytest.raises(ValueError):
-        grpo_loss(lp, lp, torch.zeros(1), level="word")
+        grpo_loss(lp, lp, None, torch.zeros(1), level="word")
 
 
 def test_extreme_log_ratio_does_not_overflow():

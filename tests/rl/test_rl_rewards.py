@@ -9,6 +9,7 @@ from recbole_ext.rl.rewards import (
     batch_rank_fraction,
     combine_rewards,
     format_reward,
+    mean_pool,
     positive_rank,
     prefix_match_reward,
     rank_fraction_reward,
@@ -160,7 +161,5 @@ def test_combine_rewards_weights():
 def test_mean_pool_masks_positions():
     # row 0: mean of (1,2) and (3,4) = (2,3); row 1: only (5,6)
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [float("nan"), 0.0]]])
-    from recbole_ext.rl.rewards import mean_pool
-
     close(mean_pool(hidden, torch.tensor([[1, 1], [1, 0]])), [[2.0, 3.0], [5.0, 6.0]])
     close(mean_pool(hidden[:1]), [[2.0, 3.0]])
