@@ -196,11 +196,13 @@ def run(
     if target.exists():
         raise RecordExistsError(f"{target} exists; records are never overwritten (pick another --run_id)")
     data_path = resolve_dataset(dataset, overrides.pop("data_path", None))
+    from recbole_ext.config import ExtConfig, load_yaml_file
+
+    for file in config_files:  # fail on a bad file before anything is written
+        load_yaml_file(file)
     artifacts = output_dir / "artifacts" / dataset / resolved.name / run_id
     setup_logging(artifacts / "run.log", overrides.get("state", "INFO"))
     logger.info("run %s: %s on %s, artifacts in %s", run_id, resolved.name, dataset, artifacts)
-
-    from recbole_ext.config import ExtConfig
 
     with working_directory(artifacts):
         config = ExtConfig(
