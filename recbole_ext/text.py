@@ -134,7 +134,7 @@ def read_item_fields(item_file: str | os.PathLike) -> dict[str, dict[str, str]]:
         for line in handle:
             values = line.rstrip("\n").split("\t")
             if values and values[0]:
-                out[values[0]] = dict(zip(header[1:], values[1:]))
+                out[values[0]] = dict(zip(header[1:], values[1:], strict=False))
     return out
 
 
@@ -285,7 +285,7 @@ def _cache_key(identity: str, template_id: str, tokens: list[str], texts: list[s
     digest = hashlib.sha256()
     for part in (identity, template_id, str(len(tokens))):
         digest.update(part.encode("utf-8") + b"\0")
-    for token, text in zip(tokens, texts):
+    for token, text in zip(tokens, texts, strict=True):
         digest.update(token.encode("utf-8") + b"\t" + text.encode("utf-8") + b"\n")
     return digest.hexdigest()
 
@@ -300,6 +300,7 @@ def _save_atomic(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
         try:
             with os.fdopen(fd, "wb") as handle:
                 writer(handle)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -349,9 +350,9 @@ def item_text_embeddings(
             logger.warning("text encoder %s failed to load: %s", choice.label, exc)
             continue
         logger.info("encoding %d item texts with %s", len(texts), choice.label)
-        array = encoder.encode(
-            texts, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True
-        ).astype(np.float32)
+        array = encoder.encode(texts, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True).astype(
+            np.float32
+        )
         meta = {
             "dataset": dataset_name,
             "model": choice.identity,

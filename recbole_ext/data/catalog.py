@@ -135,16 +135,10 @@ def _amazon2014(name: str, category: str, expected: DatasetStats) -> DatasetSpec
 
 
 CATALOG: dict[str, DatasetSpec] = {
-    "instruments": _amazon2023(
-        "instruments", "Musical_Instruments", DatasetStats(57_439, 24_587, 511_836)
-    ),
-    "scientific": _amazon2023(
-        "scientific", "Industrial_and_Scientific", DatasetStats(50_985, 25_848, 412_947)
-    ),
+    "instruments": _amazon2023("instruments", "Musical_Instruments", DatasetStats(57_439, 24_587, 511_836)),
+    "scientific": _amazon2023("scientific", "Industrial_and_Scientific", DatasetStats(50_985, 25_848, 412_947)),
     "beauty": _amazon2014("beauty", "Beauty", DatasetStats(22_363, 12_101, 198_502)),
-    "sports": _amazon2014(
-        "sports", "Sports_and_Outdoors", DatasetStats(35_598, 18_357, 296_337)
-    ),
+    "sports": _amazon2014("sports", "Sports_and_Outdoors", DatasetStats(35_598, 18_357, 296_337)),
     "toys": _amazon2014("toys", "Toys_and_Games", DatasetStats(19_412, 11_924, 167_597)),
     "scientific2018": DatasetSpec(
         name="scientific2018",
@@ -169,18 +163,12 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return CATALOG[name]
     except KeyError:
-        raise KeyError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(CATALOG))}"
-        ) from None
+        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(CATALOG))}") from None
 
 
 def resolve_url(spec: DatasetSpec, raw: RawFile, base_url: str | None = None) -> str:
     """Download URL of ``raw``: ``base_url`` arg > env var > official base URL."""
-    base = (
-        base_url
-        or os.environ.get(SOURCE_URL_ENV.get(spec.source, ""), "")
-        or SOURCE_BASE_URLS.get(spec.source, "")
-    )
+    base = base_url or os.environ.get(SOURCE_URL_ENV.get(spec.source, ""), "") or SOURCE_BASE_URLS.get(spec.source, "")
     if not base:
         raise ValueError(f"dataset {spec.name!r} ({spec.source}) has no download URL")
     return base.rstrip("/") + "/" + raw.path

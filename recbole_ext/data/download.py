@@ -88,6 +88,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -148,6 +149,7 @@ def download(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    logger.info("downloading %s -> %s", url, dest)
     attempt = 0
     while True:
         try:
@@ -240,16 +242,13 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
                     ) from exc
                 if not block:
                     break
-                if offset + received == 0 and block.lstrip()[:14].lower().startswith(
-                    _HTML_PREFIXES
-                ):
+                if offset + received == 0 and block.lstrip()[:14].lower().startswith(_HTML_PREFIXES):
                     raise DownloadError(f"{url} returned an HTML/XML page instead of the data file")
                 out.write(block)
                 received += len(block)
                 bar.update(len(block))
         if expected is not None and received != expected:
             raise DownloadError(
-                f"{url}: truncated download, received {received} of {expected} bytes "
-                f"(Content-Length)"
+                f"{url}: truncated download, received {received} of {expected} bytes " f"(Content-Length)"
             )
     return None

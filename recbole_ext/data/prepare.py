@@ -19,6 +19,7 @@ leaves a partial dataset.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import json
@@ -26,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +188,23 @@ def _build_dir(out: Path, build) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _dataset_lock(out: Path) -> Iterator[None]:
+    """Exclusive lock (``.<name>.lock`` next to ``out``) while a dataset is prepared."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    with open(out.parent / f".{out.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _read_marker(folder: Path) -> dict | None:
     try:
         marker = json.loads((folder / MARKER).read_text())
@@ -277,13 +296,13 @@ def _gz_or_plain(folder: Path, filename: str) -> Path | None:
     return None
 
 
-def _prepare_offline(name: str, source: Path, out: Path) -> DatasetStats:
+def _prepare_offline(name: str, source: Path, out: Path, force: bool = False) -> DatasetStats:
     """Materialise (decompress) gzip'd atomic files from a read-only folder into ``out``."""
     files = {ext: _gz_or_plain(source, f"{name}.{ext}") for ext in ("inter", "item")}
     if files["inter"] is None:
         raise FileNotFoundError(f"{source}: no {name}.inter(.gz)")
     fingerprint = {p.name: sha256_file(p) for p in files.values() if p is not None}
-    marker = _read_marker(out)
+    marker = None if force else _read_marker(out)
     if marker and marker.get("fingerprint") == fingerprint:
         return _stats_from_marker(marker)
     logger.info("materialising %s from %s into %s", name, source, out)
@@ -342,9 +361,8 @@ def prepare_dataset(
     # 2. gzip'd atomic files in the data path (offline copies, e.g. scientific2018)
     source = Path(data_path) / name if data_path else None
     if source is not None and _gz_or_plain(source, f"{name}.inter") is not None:
-        if force and out.exists():
-            shutil.rmtree(out)
-        stats = _prepare_offline(name, source, out)
+        with _dataset_lock(out):
+            stats = _prepare_offline(name, source, out, force)
         return PreparedDataset(name, str(out_root), out, stats, log_stats(name, stats, spec))
     if spec is None:
         get_spec(name)  # raises KeyError listing the known names
@@ -357,14 +375,13 @@ def prepare_dataset(
         )
 
     # 3. Amazon datasets: raw files -> atomic files
-    marker = None if force else _read_marker(out)
-    if marker is not None and marker.get("source") == spec.source:
-        stats = _stats_from_marker(marker)
-    else:
-        raw = _find_raw(
-            spec, Path(raw_dir) if raw_dir else None, data_path, cache, download, base_url
-        )
-        stats = _prepare_amazon(spec, raw, out)
+    with _dataset_lock(out):  # concurrent runs wait for one preparation instead of racing
+        marker = None if force else _read_marker(out)
+        if marker is not None and marker.get("source") == spec.source:
+            stats = _stats_from_marker(marker)
+        else:
+            raw = _find_raw(spec, Path(raw_dir) if raw_dir else None, data_path, cache, download, base_url)
+            stats = _prepare_amazon(spec, raw, out)
     return PreparedDataset(name, str(out_root), out, stats, log_stats(name, stats, spec))
 
 
@@ -384,6 +401,4 @@ def ensure_dataset(
     ``download=False`` never touches the network (missing raw files raise). ``raw_dir``: a
     folder of already-downloaded raw files. ``base_url``: mirror of the official source.
     """
-    return prepare_dataset(
-        name, data_path, download, raw_dir=raw_dir, cache_dir=cache_dir, base_url=base_url
-    ).data_path
+    return prepare_dataset(name, data_path, download, raw_dir=raw_dir, cache_dir=cache_dir, base_url=base_url).data_path

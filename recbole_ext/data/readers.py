@@ -95,11 +95,17 @@ def read_amazon2014_inter(path: Path) -> pd.DataFrame:
     return _frame(rows(), path)
 
 
+_PARENT_ASIN = re.compile(r'"parent_asin"\s*:\s*"([^"]+)"')
+
+
 def read_amazon2023_meta(path: Path, items: set[str]) -> dict[str, dict[str, str]]:
     """Per-category metadata JSONL; keeps only ``items`` (matched on ``parent_asin``)."""
     out: dict[str, dict[str, str]] = {}
     with _open_text(path) as handle:
         for line in handle:
+            found = _PARENT_ASIN.search(line)
+            if found is not None and (found.group(1) not in items or found.group(1) in out):
+                continue  # cheap pre-filter before parsing the JSON
             if not line.strip():
                 continue
             record = json.loads(line)

@@ -212,9 +212,7 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def leftovers(root: Path) -> list[str]:
     """Partial downloads and temporary build folders under ``root``."""
     return sorted(
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.name.endswith((".part", ".tmp")) or ".tmp-" in p.name
+        str(p.relative_to(root)) for p in root.rglob("*") if p.name.endswith((".part", ".tmp")) or ".tmp-" in p.name
     )
 
 

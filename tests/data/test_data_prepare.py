@@ -51,9 +51,7 @@ def test_download_and_convert(server, mini, isolated_cache, caplog, name, builde
     assert list(inter.columns) == ["user_id:token", "item_id:token", "timestamp:float"]
     assert set(inter["user_id:token"]) == {f"u{u}" for u in range(6)}
     # odd users saw items in reverse order: sequences are sorted by time
-    assert list(inter[inter["user_id:token"] == "u1"]["item_id:token"]) == [
-        "i4", "i3", "i2", "i1", "i0"
-    ]
+    assert list(inter[inter["user_id:token"] == "u1"]["item_id:token"]) == ["i4", "i3", "i2", "i1", "i0"]
     assert float(inter["timestamp:float"].iloc[0]) == 1_600_000_000.0  # seconds, also for 2023 ms
 
     items = read_item_fields(result.folder / f"{name}.item")
@@ -95,8 +93,7 @@ def test_official_urls():
     ]
     spec = get_spec("toys")
     assert resolve_url(spec, spec.files[0]) == (
-        "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
-        "reviews_Toys_and_Games_5.json.gz"
+        "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/" "reviews_Toys_and_Games_5.json.gz"
     )
 
 
@@ -156,9 +153,7 @@ def test_unknown_dataset_lists_known_names():
 def test_plain_atomic_files_in_data_path_are_used_as_is(tmp_path):
     folder = tmp_path / "mine" / "mine"
     folder.mkdir(parents=True)
-    (folder / "mine.inter").write_text(
-        "user_id:token\titem_id:token\ttimestamp:float\na\tx\t1\na\ty\t2\nb\tx\t1\n"
-    )
+    (folder / "mine.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\na\tx\t1\na\ty\t2\nb\tx\t1\n")
     result = prepare_dataset("mine", str(tmp_path / "mine"))
     assert result.data_path == str(tmp_path / "mine")
     assert (result.stats.users, result.stats.items, result.stats.actions) == (2, 2, 3)

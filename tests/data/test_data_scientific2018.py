@@ -46,9 +46,7 @@ def test_missing_offline_copy_names_the_fix(tmp_path):
         ensure_dataset("scientific2018", str(tmp_path))
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("recbole_ext.config") is None, reason="recbole_ext.config absent"
-)
+@pytest.mark.skipif(importlib.util.find_spec("recbole_ext.config") is None, reason="recbole_ext.config absent")
 def test_recbole_loads_prepared_files(isolated_cache):
     from recbole_ext.config import ExtConfig
     from recbole_ext.registry import resolve

