@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str) -> int:
-    from recbole_ext.config import ConfigFileError
     from recbole_ext.benchmark.records import RecordExistsError
+    from recbole_ext.config import ConfigFileError
+    from recbole_ext.data import DownloadError
     from recbole_ext.registry import UnknownModelError
     from recbole_ext.runner import UnknownDatasetError, run
 
@@ -103,7 +104,8 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str) ->
             output_dir=output_dir,
             run_id=own.get("run_id"),
         )
-    except (UnknownModelError, UnknownDatasetError, ConfigFileError, RecordExistsError) as error:
+    except (UnknownModelError, UnknownDatasetError, ConfigFileError, RecordExistsError, DownloadError,
+            FileNotFoundError) as error:
         logging.basicConfig()
         print(f"error: {error}", file=sys.stderr)
         return 2

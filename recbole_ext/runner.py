@@ -46,18 +46,23 @@ class UnknownDatasetError(ValueError):
 
 
 def resolve_dataset(name: str, data_path: str | None) -> str:
-    """The ``data_path`` to hand RecBole for ``name`` (absolute), or a clear error."""
-    if name == "ml-100k":  # RecBole always reads its embedded copy for this name
-        return str(Path(data_path or "dataset").resolve())
-    root = Path(data_path or os.environ.get("RECBOLE_EXT_DATA", "dataset")).resolve()
-    if (root / name / f"{name}.inter").is_file():
-        return str(root)
-    found = sorted(p.parent.name for p in root.glob("*/*.inter") if p.stem == p.parent.name) if root.is_dir() else []
-    raise UnknownDatasetError(
-        f"unknown dataset {name!r}: no {root / name / (name + '.inter')}. "
-        f"Available: ml-100k (embedded in RecBole){', ' + ', '.join(found) if found else ''}. "
-        "Point --data_path (or RECBOLE_EXT_DATA) at the folder holding <name>/<name>.inter."
-    )
+    """The absolute ``data_path`` to hand RecBole for ``name``, preparing the dataset if needed.
+
+    Known datasets (``recbole_ext.data.CATALOG``) are downloaded/converted on first use; any other
+    name must already have ``<data_path>/<name>/<name>.inter``.
+    """
+    from recbole_ext.data import CATALOG, ensure_dataset
+
+    try:
+        return str(Path(ensure_dataset(name, data_path)).resolve())
+    except KeyError:
+        root = Path(data_path or os.environ.get("RECBOLE_EXT_DATA", "dataset")).resolve()
+        found = sorted(p.parent.name for p in root.glob("*/*.inter") if p.stem == p.parent.name) if root.is_dir() else []
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}: not in the catalog ({', '.join(sorted(CATALOG))}) and no "
+            f"{root / name / (name + '.inter')}{'; prepared folders there: ' + ', '.join(found) if found else ''}. "
+            "Point --data_path (or RECBOLE_EXT_DATA) at the folder holding <name>/<name>.inter."
+        ) from None
 
 
 def per_user_metrics(struct: Any, config: Any) -> dict[str, list[float]]:

@@ -75,7 +75,7 @@ def test_unknown_dataset_lists_available(tiny_dataset, tmp_path):
     data_path, _ = tiny_dataset
     with pytest.raises(UnknownDatasetError) as info:
         run("GRU4Rec", "nosuchdata", overrides={"data_path": data_path}, output_dir=tmp_path)
-    assert "'nosuchdata'" in str(info.value) and "tiny" in str(info.value) and "ml-100k" in str(info.value)
+    assert "'nosuchdata'" in str(info.value) and "prepared folders there: tiny" in str(info.value) and "ml-100k" in str(info.value)
 
 
 def _cli(*args, cwd):
