@@ -342,7 +342,9 @@ def prepare_dataset(
 ) -> PreparedDataset:
     """Make ``<data_path>/<name>/<name>.{inter,item}`` exist; see :func:`ensure_dataset`."""
     data_path = data_path or os.environ.get(DATA_ENV) or None
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    if data_path:  # absolute: the runner changes directory before RecBole reads the files
+        data_path = str(Path(data_path).expanduser().resolve())
+    cache = (Path(cache_dir) if cache_dir else default_cache_dir()).expanduser().resolve()
     spec = CATALOG.get(name)
 
     if spec is not None and spec.source == "recbole":

@@ -150,12 +150,13 @@ def test_unknown_dataset_lists_known_names():
         ensure_dataset("no-such-dataset")
 
 
-def test_plain_atomic_files_in_data_path_are_used_as_is(tmp_path):
+def test_plain_atomic_files_in_data_path_are_used_as_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "mine" / "mine"
     folder.mkdir(parents=True)
     (folder / "mine.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\na\tx\t1\na\ty\t2\nb\tx\t1\n")
-    result = prepare_dataset("mine", str(tmp_path / "mine"))
-    assert result.data_path == str(tmp_path / "mine")
+    result = prepare_dataset("mine", "mine")  # relative paths come back absolute
+    assert result.data_path == str(tmp_path.resolve() / "mine")
     assert (result.stats.users, result.stats.items, result.stats.actions) == (2, 2, 3)
     assert result.stats.sparsity == pytest.approx(0.25)
     assert result.matches_expected is None
