@@ -339,10 +339,14 @@ def item_text_embeddings(
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", choice.label.split(" ")[0].split("/")[-1])
         path = folder / f"{dataset_name}.{slug}.{key[:20]}.npy"
         if path.exists():
-            array = np.load(path)
-            if array.shape[0] == len(tokens):
-                logger.info("item embeddings loaded from cache %s %s", path, array.shape)
-                return tokens, array
+            try:
+                array = np.load(path)
+            except (OSError, ValueError) as exc:  # unreadable: encode again and overwrite
+                logger.warning("ignoring unreadable embedding cache %s: %s", path, exc)
+            else:
+                if array.ndim == 2 and array.shape[0] == len(tokens):
+                    logger.info("item embeddings loaded from cache %s %s", path, array.shape)
+                    return tokens, array
         try:
             encoder = _load_sentence_transformer(choice.target, _device(device))
         except Exception as exc:  # noqa: BLE001 - any loading failure means "try the next one"

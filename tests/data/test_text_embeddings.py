@@ -104,3 +104,21 @@ def test_explicit_folder_that_fails_to_load(tmp_path):
         item_text_embeddings("demo", {"a": "x"}, model=str(tmp_path), cache_dir=tmp_path / "c")
     with pytest.raises(EncoderUnavailable, match="not a sentence-transformers folder"):
         item_text_embeddings("demo", {"a": "x"}, model=str(tmp_path / "missing"))
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path, monkeypatch):
+    class FakeEncoder:
+        def encode(self, texts, **kwargs):
+            return np.arange(len(texts) * 4, dtype=np.float64).reshape(len(texts), 4)
+
+    monkeypatch.setattr(text, "_load_sentence_transformer", lambda target, device: FakeEncoder())
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    texts = {"a": "x", "b": "y"}
+    _, first = item_text_embeddings("demo", texts, model=str(tmp_path), cache_dir=tmp_path / "c")
+    assert first.dtype == np.float32 and first.shape == (2, 4)
+    (cached,) = (tmp_path / "c").glob("*.npy")
+    meta = (tmp_path / "c" / (cached.stem + ".json")).read_text()
+    assert '"n_items": 2' in meta and "sha256=" in meta
+    cached.write_bytes(b"truncated")
+    _, again = item_text_embeddings("demo", texts, model=str(tmp_path), cache_dir=tmp_path / "c")
+    assert np.array_equal(first, again) and np.load(cached).shape == (2, 4)
