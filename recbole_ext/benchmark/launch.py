@@ -115,7 +115,7 @@ class SuiteRun:
     def __init__(self, suite: Suite, output_dir: Path,
                  command_builder: Callable[[Cell, Path], list[str]]) -> None:
         self.suite = suite
-        self.out = Path(output_dir)
+        self.out = Path(output_dir).resolve()
         self.sdir = self.out / "suites" / suite.name
         self.build = command_builder
         self._lock = threading.Lock()

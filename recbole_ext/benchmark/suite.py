@@ -38,6 +38,7 @@ Models are not validated here: any name the runner accepts (a new plugin include
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import json
@@ -219,7 +220,22 @@ def load_suite(name_or_path: str | os.PathLike[str],
         raise SuiteError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
     except OSError as exc:
         raise SuiteError(f"{path}: cannot read: {exc}") from None
-    return _parse(path, raw, dict(extra_overrides or {}))
+    extra = {str(k): coerce_value(v) for k, v in (extra_overrides or {}).items()}
+    return _parse(path, raw, extra)
+
+
+def coerce_value(value: Any) -> Any:
+    """A command-line string as the literal it spells (``"1"`` -> 1, ``"1e-3"`` -> 0.001,
+    ``"[5,10]"`` -> [5, 10], ``"None"`` -> None), else the string itself.
+
+    So ``--epochs=1`` on the command line and ``epochs: 1`` in a suite give the same cell id.
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return value
 
 
 def _err(path: Path, line: int, msg: str) -> SuiteError:

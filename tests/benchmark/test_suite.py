@@ -71,6 +71,15 @@ def test_extra_overrides_win_and_change_ids(tmp_path: Path) -> None:
     assert sum(x == y for x, y in changed) == 4
 
 
+def test_command_line_strings_match_yaml_values(tmp_path: Path) -> None:
+    path = write(tmp_path, SUITE)
+    from_cli = load_suite(path, {"epochs": "1", "learning_rate": "1e-3", "topk": "[5, 10]",
+                                 "state": "INFO"})
+    from_py = load_suite(path, {"epochs": 1, "learning_rate": 0.001, "topk": [5, 10],
+                                "state": "INFO"})
+    assert [c.id for c in from_cli.cells] == [c.id for c in from_py.cells]
+
+
 def test_ids_stable_across_processes_and_order(tmp_path: Path) -> None:
     a = cell_id("SASRec", "ml-100k", 2020, {"epochs": 2, "learning_rate": 0.001})
     b = cell_id("SASRec", "ml-100k", 2020, {"learning_rate": 0.001, "epochs": 2})
