@@ -79,3 +79,32 @@ def test_train_rejects_bad_input():
         train_rqvae(torch.full((4, 3), float("nan")).numpy(), dict(epochs=1))
     with pytest.raises(ValueError, match="unknown RQ-VAE options"):
         train_rqvae(torch.zeros(4, 3).numpy(), dict(epoch=1))
+
+
+def test_standardize_sets_buffers_and_hand_case_ignores_them():
+    model = _hand_model()
+    x = torch.tensor([[1.2, 0.1], [0.1, 0.4]])
+    with torch.no_grad():
+        model.x_mean.copy_(torch.tensor([1.0, 1.0]))
+        model.x_scale.copy_(torch.tensor([2.0, 2.0]))
+    out = model(x)  # encoder sees (x - 1) / 2 = [[0.1, -0.45], [-0.45, -0.3]]
+    # level 0: (0.1,-0.45) -> (1,0) (d=.81+.2025 < .01+2.1025); (-0.45,-0.3) -> (0,1) (.2025+1.69 < 2.1025+.09)
+    assert out.codes[:, 0].tolist() == [0, 1]
+    xn_hat = (out.x_hat - 1.0) / 2.0  # x_hat comes back in raw units
+    xn = (x - 1.0) / 2.0
+    assert out.recon_loss.item() == pytest.approx(((xn_hat - xn) ** 2).mean().item())
+    res = train_rqvae(x.repeat(5, 1).numpy() + torch.arange(10.0)[:, None].numpy(), dict(
+        hidden_dims=(), latent_dim=2, n_levels=1, codebook_size=2, epochs=1, log_every=0))
+    assert torch.allclose(res.model.x_mean, torch.tensor([5.15, 4.75]))
+
+
+def test_reset_dead_codes_reseeds_only_unused():
+    model = _hand_model()
+    x = torch.tensor([[1.2, 0.1], [0.1, 0.4]])
+    before = [b.detach().clone() for b in model.codebooks]
+    counts = torch.tensor([[3.0, 0.0], [1.0, 1.0]])  # level 0 codeword 1 unused
+    n = model.reset_dead_codes(x, counts, torch.Generator().manual_seed(0))
+    assert n == 1
+    assert torch.equal(model.codebooks[0][0], before[0][0])
+    assert torch.equal(model.codebooks[1], before[1])
+    assert any(torch.allclose(model.codebooks[0][1], r) for r in x)  # level-0 residual = encoder(x) = x
