@@ -71,6 +71,7 @@ class T5CachedDecoder:
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # [B*k, H, t, d_kv]
         self.t = 0
         self.k = 1
+        self.last_hidden: torch.Tensor | None = None  # [B, k, D] after the last step
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed tokens [B, k] at position t; return log-probabilities [B, k, V] for position t+1."""
@@ -107,6 +108,7 @@ class T5CachedDecoder:
         self.self_kv = new_cache
         self.t = t + 1
         h = _rms_norm(self.model.decoder.final_layer_norm, h)
+        self.last_hidden = h  # [B, k, D] decoder output state (e.g. STREAM-Rec's d_i)
         if self.scale_out is not None:
             h = h * self.scale_out
         logits = self.model.lm_head(h)  # [B, k, V]
@@ -118,4 +120,6 @@ class T5CachedDecoder:
         flat = (parent + torch.arange(b, device=parent.device)[:, None] * self.k).reshape(-1)  # [B*K]
         if self.self_kv is not None:
             self.self_kv = [(kk.index_select(0, flat), vv.index_select(0, flat)) for kk, vv in self.self_kv]
+        if self.last_hidden is not None:
+            self.last_hidden = self.last_hidden.reshape(b * self.k, -1).index_select(0, flat).view(b, kn, -1)
         self.k = kn

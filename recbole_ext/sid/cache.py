@@ -160,6 +160,7 @@ def build_semantic_ids(
 
     With ``cache_dir=None`` nothing is read or written.
     """
+    item_tokens = [str(t) for t in item_tokens]  # e.g. numpy strings from RecBole's id2token
     cfg = dict(cfg)
     cfg.setdefault("method", "rqvae")
     if cfg["method"] not in METHODS:

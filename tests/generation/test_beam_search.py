@@ -155,3 +155,15 @@ def test_gpu_matches_cpu(setup):
 def test_imports_do_not_load_transformers():
     code = "import sys, recbole_ext.sid, recbole_ext.generation; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_last_hidden_follows_reorder(setup):
+    vocab, _, _, _, model, ids, mask = setup
+    with torch.no_grad():
+        enc = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        dec = T5CachedDecoder(model, enc, mask, max_steps=2)
+        dec.step(torch.tensor([[2, 5], [2, 6], [2, 7]]))
+        h = dec.last_hidden.clone()  # [3, 2, D]
+        dec.reorder(torch.tensor([[1, 1, 0], [0, 1, 1], [1, 0, 0]]))
+    assert dec.last_hidden.shape == (3, 3, h.shape[-1])
+    assert torch.equal(dec.last_hidden[0, 2], h[0, 0]) and torch.equal(dec.last_hidden[2, 0], h[2, 1])

@@ -74,7 +74,10 @@ def test_external_cache_follows_file_content(tmp_path, monkeypatch):
 
 
 def test_codes_for_recbole_tokens_and_errors(tmp_path):
-    s = build_semantic_ids(["x", "y", "z"], None, {"method": "random", "n_levels": 2, "codebook_size": 4}, None)
+    cfg = {"method": "random", "n_levels": 2, "codebook_size": 4}
+    build_semantic_ids(np.array(["x", "y", "z"]), None, cfg, tmp_path)  # numpy strings, as RecBole's
+    s = build_semantic_ids(np.array(["x", "y", "z"]), None, cfg, tmp_path)  # cache hit, loads them back
+    assert s.item_tokens == ["x", "y", "z"] and type(s.item_tokens[0]) is str
     table = s.codes_for_tokens(["[PAD]", "z", "x"])
     assert table[0].tolist() == [-1, -1, -1]
     assert torch.equal(table[1], s.codes[2]) and torch.equal(table[2], s.codes[0])
