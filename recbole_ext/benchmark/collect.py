@@ -190,7 +190,7 @@ def record_entries(rec: Mapping[str, Any], info: CellInfo | None = None) -> list
             ))
         return entries
     return [Entry(
-        label=base_label.replace("{stage}", "").strip(),
+        label=" ".join(base_label.replace("{stage}", "").split()),
         stage=None,
         test=_metrics(rec.get("test")),
         valid=_metrics(rec.get("valid")),

@@ -81,12 +81,16 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 def run_cell_process(cmd: Sequence[str], log_path: str, env: dict[str, str] | None = None,
-                     on_line: Callable[[str], None] | None = None) -> tuple[int, str]:
+                     on_line: Callable[[str], None] | None = None,
+                     live: set[subprocess.Popen] | None = None) -> tuple[int, str]:
     """Run one cell command, teeing its output to ``log_path``; returns (rc, output tail).
 
+    ``live`` (if given) holds the process while it runs, so that the caller can kill it.
     Module-level so that submitit can pickle it for a cluster job.
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    env = dict(os.environ if env is None else env)
+    env.setdefault("PYTHONUNBUFFERED", "1")  # stream progress lines through the pipe
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(f"# {_now()} {' '.join(cmd)}\n")
@@ -94,6 +98,8 @@ def run_cell_process(cmd: Sequence[str], log_path: str, env: dict[str, str] | No
         proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=env, text=True, errors="replace", bufsize=1)
         assert proc.stdout is not None
+        if live is not None:
+            live.add(proc)
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -106,6 +112,9 @@ def run_cell_process(cmd: Sequence[str], log_path: str, env: dict[str, str] | No
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if live is not None:
+                live.discard(proc)
     return rc, "\n".join(tail)
 
 
@@ -125,6 +134,8 @@ class SuiteRun:
         self._n_slots = 1
         self._total = len(suite.cells)
         self._todo = 0
+        self._live: set[subprocess.Popen] = set()
+        self._stopping = False
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -238,9 +249,11 @@ class SuiteRun:
             slots.put(g)
         self._n_slots = max(1, len(gpus))
 
-        def work(cell: Cell) -> CellResult:
+        def work(cell: Cell) -> CellResult | None:
             slot = slots.get()
             try:
+                if self._stopping:
+                    return None
                 env = dict(os.environ)
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = str(slot)
@@ -250,15 +263,27 @@ class SuiteRun:
                 t0 = time.monotonic()
                 try:
                     rc, tail = run_cell_process(cmd, str(self.sdir / "logs" / f"{cell.id}.log"),
-                                                env, self._progress_hook(cell))
+                                                env, self._progress_hook(cell), self._live)
                 except OSError as exc:  # e.g. the interpreter or script is missing
                     rc, tail = 127, f"cannot start {cmd[0]}: {exc}"
                 return self._finish(cell, rc, tail, time.monotonic() - t0, cmd)
             finally:
                 slots.put(slot)
 
-        with ThreadPoolExecutor(max_workers=self._n_slots) as pool:
-            return list(pool.map(work, todo))
+        pool = ThreadPoolExecutor(max_workers=self._n_slots)
+        futures = [pool.submit(work, c) for c in todo]
+        try:
+            return [r for r in (f.result() for f in futures) if r is not None]
+        except BaseException:  # Ctrl-C / SIGTERM: stop queued cells, kill running ones
+            self._stopping = True
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list(self._live):
+                proc.kill()
+            logger.warning("suite %s interrupted; running cells were killed (rerun resumes)",
+                           self.suite.name)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     def _run_submitit(self, todo: list[Cell], cluster: bool) -> list[CellResult]:
         try:

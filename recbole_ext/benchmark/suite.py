@@ -39,16 +39,19 @@ Models are not validated here: any name the runner accepts (a new plugin include
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -410,6 +413,23 @@ def default_command(cell: Cell, output_dir: Path) -> list[str]:
 # ----------------------------------------------------------------------------- running
 
 
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (Slurm time limit, ``kill``) into SystemExit so running cells are killed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_suite(suite: str, output_dir: str, gpus: list[str] | None = None,
               launcher: str = "local", extra_overrides: dict[str, Any] | None = None, *,
               command_builder: CommandBuilder | None = None, tables: bool = True) -> int:
@@ -430,7 +450,8 @@ def run_suite(suite: str, output_dir: str, gpus: list[str] | None = None,
         return 2
     run = SuiteRun(parsed, Path(output_dir), command_builder or default_command)
     try:
-        failed = run.run(gpus=gpus, launcher=launcher)
+        with _sigterm_as_exit():
+            failed = run.run(gpus=gpus, launcher=launcher)
     except (ImportError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

@@ -31,6 +31,7 @@ class Cell:
     style: str = ""  # BEST, SECOND or ""
     marks: str = ""  # significance markers, e.g. "†‡"
     text: str | None = None  # fixed text (overrides number formatting)
+    digits: int | None = None  # decimals for this cell (default: the table's)
 
 
 @dataclass
@@ -68,6 +69,7 @@ def latex_escape(text: str) -> str:
 
 
 def _number(cell: Cell, digits: int, pm: str) -> str:
+    digits = digits if cell.digits is None else cell.digits
     if cell.text is not None:
         return cell.text
     if cell.value is None or not math.isfinite(cell.value):

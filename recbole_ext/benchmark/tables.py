@@ -190,8 +190,8 @@ def _improv_row(summary: Mapping[tuple[str, str], Mapping[str, Summary]],
 def _comparison_notes(entries: Sequence[Entry], spec: TableSpec,
                       comparisons: Sequence[Comparison]) -> list[str]:
     seeds = sorted({e.seed for e in entries if e.seed is not None})
-    notes = [f"Test metrics, mean ± sample std over seeds {seeds} where several ran. "
-             "Bold: best; underlined: second best (per column)."]
+    notes = [f"Test metrics (seeds {seeds}); mean ± sample std where a method ran with "
+             "several seeds. Bold: best; underlined: second best (per column)."]
     if spec.reference and any(e.label == spec.reference for e in entries):
         what = "the best other method" if spec.improv_of == "best" else spec.improv_of
         notes.append(f"Improv.: relative improvement of {what} over {spec.reference}.")
@@ -235,19 +235,20 @@ def efficiency_table(entries: Sequence[Entry], spec: TableSpec | None = None) ->
         if isinstance(e.extra.get("tool_shares"), Mapping):
             tools |= set(e.extra["tool_shares"])
     tool_cols = [t for t in _TOOL_ORDER if t in tools] + sorted(tools - set(_TOOL_ORDER))
-    getters: list[tuple[str, Any]] = [
-        ("N@10", lambda e: e.test.get("ndcg@10")),
-        ("ms/user", ms_per_user),
+    # (column, value getter, decimals)
+    getters: list[tuple[str, Any, int | None]] = [
+        ("N@10", lambda e: e.test.get("ndcg@10"), None),
+        ("ms/user", ms_per_user, 2),
         ("Reasoning steps", lambda e: _num(e.extra.get("mean_reasoning_steps",
-                                                       e.extra.get("reasoning_len")))),
-        ("Invalid rate", lambda e: _num(e.extra.get("invalid_rate"))),
+                                                       e.extra.get("reasoning_len"))), 2),
+        ("Invalid rate", lambda e: _num(e.extra.get("invalid_rate")), None),
     ]
     for t in tool_cols:
         getters.append((f"Share {t}", lambda e, t=t: _num((e.extra.get("tool_shares") or {})
-                                                          .get(t))))
-    getters.append(("Train s/epoch", lambda e: _num(e.timings.get("s_per_epoch"))))
+                                                          .get(t)), 3))
+    getters.append(("Train s/epoch", lambda e: _num(e.timings.get("s_per_epoch")), 1))
     # Keep only columns with at least one value.
-    getters = [(name, g) for name, g in getters if any(g(e) is not None for e in entries)]
+    getters = [g for g in getters if any(g[1](e) is not None for e in entries)]
     if not entries or not getters:
         return None
     order = [lab for _, labels in _sorted_labels(entries) for lab in labels]
@@ -259,12 +260,12 @@ def efficiency_table(entries: Sequence[Entry], spec: TableSpec | None = None) ->
             if not group:
                 continue
             cells = []
-            for _, g in getters:
+            for _, g, digits in getters:
                 s = mean_std(v for v in (g(e) for e in group) if v is not None)
-                cells.append(Cell(s.mean, s.std, s.n) if s.n else Cell())
+                cells.append(Cell(s.mean, s.std, s.n, digits=digits) if s.n else Cell())
             sec.rows.append(Row(label, cells))
         sections.append(sec)
-    return Table("Efficiency (test)", "Method", [("", [n for n, _ in getters])], sections,
+    return Table("Efficiency (test)", "Method", [("", [g[0] for g in getters])], sections,
                  notes=["ms/user: decoding time per test user reported by the model, else "
                         "test time / test users. Mean ± sample std over seeds."],
                  digits=spec.digits)

@@ -119,6 +119,27 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert all(calls[i] >= 1 for i in ids)
 
 
+def test_sigterm_kills_running_cells(tmp_path: Path) -> None:
+    """SIGTERM (e.g. a Slurm time limit) stops the suite and the cell it is running."""
+    suite = suite_file(tmp_path, "  - model: SASRec\n    overrides: {fake_sleep: 4}\n",
+                       seeds="[1, 2]")
+    out = tmp_path / "out"
+    code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+            "from conftest import fake_command; "
+            "from recbole_ext.benchmark.suite import run_suite; "
+            f"sys.exit(run_suite({suite!r}, {str(out)!r}, command_builder=fake_command))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not invocations(out) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(4.5)  # the killed cell would have written its record by now
+    assert records(out) == {}
+    assert len(invocations(out)) == 1  # the queued cell never started
+
+
 def test_gpu_slots_run_concurrently(tmp_path: Path) -> None:
     suite = suite_file(tmp_path, "  - model: SASRec\n    overrides: {fake_sleep: 1.5}\n",
                        seeds="[1, 2, 3, 4]")

@@ -112,7 +112,7 @@ def test_table_content(records_dir: Path) -> None:
     assert r"\textbf{0.0329}$^{\dagger\ddagger}$" in tex and r"\underline{0.0307}" in tex
     assert r"+17.92\%" in tex
     eff = (records_dir / "tables" / "efficiency.md").read_text()
-    assert "Share fast10" in eff and "0.1500" in eff
+    assert "Share fast10" in eff and "0.150" in eff
 
 
 def test_suite_labels_and_restriction(records_dir: Path) -> None:
