@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run_suite", "build_tables", "load_suite"]
+__all__ = ["build_tables", "load_suite", "run_suite"]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562 lazy attributes

@@ -32,11 +32,12 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from recbole_ext.benchmark.collect import FAILED_SUFFIX, index_records, read_record
 from recbole_ext.benchmark.suite import Cell, Suite
@@ -61,7 +62,7 @@ class CellResult:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _fmt_s(s: float) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from recbole_ext.benchmark.collect import Entry
 from recbole_ext.benchmark.stats import mean_std

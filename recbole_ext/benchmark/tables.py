@@ -18,15 +18,14 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from recbole_ext.benchmark.collect import (GROUP_ORDER, CellInfo, Entry, collect_entries,
-                                           load_records)
+from recbole_ext.benchmark.collect import GROUP_ORDER, CellInfo, Entry, collect_entries, load_records
 from recbole_ext.benchmark.stats import Comparison, Summary, compare_all, mean_std, summarize
-from recbole_ext.benchmark.tablemodel import (BEST, SECOND, Cell, Row, Section, Table, to_csv,
-                                              to_latex, to_markdown)
+from recbole_ext.benchmark.tablemodel import BEST, SECOND, Cell, Row, Section, Table, to_csv, to_latex, to_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class TableSpec:
         return [f.name for f in fields(cls)]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "TableSpec":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> TableSpec:
         data = dict(data or {})
         unknown = sorted(set(data) - set(cls.keys()))
         if unknown:

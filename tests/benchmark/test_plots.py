@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import write_record
+
 from recbole_ext.benchmark.collect import collect_entries, load_records
 from recbole_ext.benchmark.plots import make_plots, pareto_front
 from recbole_ext.benchmark.tables import build_tables
@@ -13,12 +14,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_plots_written(tmp_path: Path) -> None:
-    for l, n10 in [(0, 0.020), (2, 0.024), (4, 0.026), (6, 0.025), (8, 0.023)]:
+    for length, n10 in [(0, 0.020), (2, 0.024), (4, 0.026), (6, 0.025), (8, 0.023)]:
         for seed in (1, 2):
             write_record(tmp_path, "STREAMRec", "scientific", seed,
-                         {"ndcg@10": n10 + seed * 1e-4}, run_id=f"s-l{l}-{seed}",
-                         config={"reasoning_len": l}, label=f"STREAMRec (l={l})",
-                         extra={"decode_ms_per_user": 19.0 + 3 * l})
+                         {"ndcg@10": n10 + seed * 1e-4}, run_id=f"s-l{length}-{seed}",
+                         config={"reasoning_len": length}, label=f"STREAMRec (l={length})",
+                         extra={"decode_ms_per_user": 19.0 + 3 * length})
     write_record(tmp_path, "SASRec", "scientific", 1, {"ndcg@10": 0.02},
                  timings={"test_ms_per_user": 0.4})
     entries = collect_entries(load_records(tmp_path))

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import fake_command
+
 from recbole_ext.benchmark.collect import iter_record_files, read_record
 from recbole_ext.benchmark.suite import load_suite, run_suite
 

@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import write_record
+
 from recbole_ext.benchmark.collect import collect_entries, load_records
-from recbole_ext.benchmark.tables import TableSpec, build_tables, comparison_table
 from recbole_ext.benchmark.tablemodel import latex_escape, to_markdown
+from recbole_ext.benchmark.tables import TableSpec, build_tables, comparison_table
 
 GOLDEN = Path(__file__).with_name("golden")
 USERS = [1, 2, 3, 4, 5, 6]
