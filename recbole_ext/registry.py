@@ -156,3 +156,4 @@ def resolve(name: str) -> ResolvedModel:
 
 
 # --- our plugins (lazy references; the modules are imported only when resolved) ---------------
+register("TIGER", "recbole_ext.models.tiger:TIGER", "recbole_ext.trainers.generative:GenerativeTrainer")

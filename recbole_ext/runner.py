@@ -159,11 +159,13 @@ def describe_device(device: Any) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def setup_logging(log_file: Path, level: str = "INFO") -> None:
-    """Log to stderr and to the run's own log file (replacing handlers from an earlier run)."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+def setup_logging(log_file: Path | None = None, level: str = "INFO") -> None:
+    """Log to stderr and, when given, to the run's own log file (replacing earlier handlers)."""
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
     for handler in handlers:
         handler.setFormatter(fmt)
     logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), handlers=handlers, force=True)
@@ -196,6 +198,7 @@ def run(
     run_id = run_id or new_run_id()
     config_files = [str(Path(f).resolve()) for f in (config_files or [])]
 
+    setup_logging(level=overrides.get("state", "INFO"))  # stderr only until the run folder exists
     resolved = resolve(model)  # unknown model → UnknownModelError, before any work
     target = record_path(output_dir, dataset, resolved.name, run_id)
     if target.exists():
@@ -206,7 +209,7 @@ def run(
     for file in config_files:  # fail on a bad file before anything is written
         load_yaml_file(file)
     artifacts = output_dir / "artifacts" / dataset / resolved.name / run_id
-    setup_logging(artifacts / "run.log", overrides.get("state", "INFO"))
+    setup_logging(artifacts / "run.log", level=overrides.get("state", "INFO"))
     logger.info("run %s: %s on %s, artifacts in %s", run_id, resolved.name, dataset, artifacts)
 
     with working_directory(artifacts):

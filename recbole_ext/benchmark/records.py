@@ -2,7 +2,8 @@
 
 Layout: ``<output_dir>/runs/<dataset>/<model>/<run_id>.json``. A record is written once, by
 ``os.replace`` of a fully written temporary file, so a crash never leaves half a record, and an
-existing record is never overwritten. Tables are built from these files only.
+existing record is never overwritten. Tables are built from these files only
+(:mod:`recbole_ext.benchmark.collect` reads them back).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +92,3 @@ def write_record(output_dir: str | Path, record: dict) -> Path:
     logger.info("run record written: %s", path)
     return path
 
-
-def iter_records(output_dir: str | Path) -> Iterator[tuple[Path, dict]]:
-    """Yield ``(path, record)`` for every readable record under ``output_dir``; skip broken files loudly."""
-    root = Path(output_dir) / RUNS_DIR
-    for path in sorted(root.glob("*/*/*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            logger.warning("skipping unreadable record %s: %s", path, error)
-            continue
-        if not isinstance(record, dict) or record.get("schema_version") != SCHEMA_VERSION:
-            logger.warning("skipping %s: not a schema-%d run record", path, SCHEMA_VERSION)
-            continue
-        yield path, record

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from recbole_ext import registry
-from recbole_ext.benchmark.records import RecordExistsError, iter_records
+from recbole_ext.benchmark.collect import load_records
+from recbole_ext.benchmark.records import RecordExistsError
 from recbole_ext.runner import UnknownDatasetError, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def test_plugin_trains_through_recbole_and_writes_record(plugins, tiny_dataset, 
     assert list(workdir.iterdir()) == []  # nothing written to the working directory
     artifacts = out / "artifacts" / name / "MeanPoolRec" / "r1"
     assert (artifacts / "run.log").is_file() and list((artifacts / "checkpoints").glob("*.pth"))
-    assert [r["run_id"] for _, r in iter_records(out)] == ["r1"]
+    assert [r["run_id"] for r in load_records(out)] == ["r1"]
 
     with pytest.raises(RecordExistsError):
         run("MeanPoolRec", name, overrides={**FAST, "data_path": data_path}, output_dir=out, run_id="r1")

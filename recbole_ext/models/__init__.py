@@ -1,0 +1,1 @@
+"""Our RecBole model plugins, one file each (registered lazily in recbole_ext.registry)."""

@@ -1,0 +1,1 @@
+"""Trainers of our plugins, subclasses of RecBole's Trainer."""
