@@ -117,18 +117,21 @@ def t5_beam_search(
     free_steps: int = 0,
     free_range: tuple[int, int] | None = None,
     constrain: bool = True,
-    encoder_out: torch.Tensor | None = None,  # [B, L, D], to reuse an encoder pass
+    encoder_out: torch.Tensor | None = None,  # [B, L', D] from generation.encode, with its mask
+    n_buckets: int = 4,
 ) -> BeamSearchOutput:
-    """Encode once per user, then :func:`beam_search` with a :class:`T5CachedDecoder`.
+    """Encode once per user (in ``n_buckets`` length buckets, see :func:`encode`), then
+    :func:`beam_search` with a :class:`T5CachedDecoder`.
 
-    The model should be in eval mode (dropout is not applied by the decoder steps either way).
+    Pass ``encoder_out`` together with the mask it was computed with as ``attention_mask`` to
+    reuse an encoder pass. The model should be in eval mode (the decoder steps apply no dropout).
     """
-    from recbole_ext.generation.t5_decoder import T5CachedDecoder
+    from recbole_ext.generation.t5_decoder import T5CachedDecoder, encode
 
     if attention_mask is None:
         attention_mask = (input_ids != vocab.pad).long()
     if encoder_out is None:
-        encoder_out = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        encoder_out, attention_mask = encode(model, input_ids, attention_mask, n_buckets)
     n_steps = (0 if prefix is None else prefix.shape[1]) + free_steps + vocab.n_levels
     dec = T5CachedDecoder(model, encoder_out, attention_mask, n_steps)
     return beam_search(

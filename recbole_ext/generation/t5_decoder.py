@@ -26,9 +26,47 @@ def _ffn(ff: nn.Module, x: torch.Tensor) -> torch.Tensor:
     dense = ff.DenseReluDense
     if hasattr(dense, "wi_0"):  # gated activation
         h = dense.act(dense.wi_0(x)) * dense.wi_1(x)
+    elif isinstance(dense.act, nn.ReLU):
+        h = dense.wi(x).relu_()  # in place: saves a [B, k, d_ff] allocation
     else:
         h = dense.act(dense.wi(x))
     return dense.wo(h.to(dense.wo.weight.dtype))
+
+
+def encode(
+    model: nn.Module,
+    input_ids: torch.Tensor,  # [B, L]
+    attention_mask: torch.Tensor,  # [B, L], 1 = token; each row's tokens contiguous
+    n_buckets: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output [B, L', D] and its mask [B, L'], computed in length buckets.
+
+    Users are sorted by history length and encoded in ``n_buckets`` groups, each trimmed to its
+    longest history, so padding costs nothing; each row's tokens are moved to the front (T5's
+    relative positions make this exact when a row's tokens are contiguous, as with RecBole's
+    right-padded sequences; cross-attention has no positions). L' is the longest history. One
+    host synchronisation per call (the lengths), none per decoding step.
+    """
+    b, l = input_ids.shape
+    if n_buckets <= 1:
+        return model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
+    mask = attention_mask.bool()
+    front = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # [B, L] token positions first
+    ids = input_ids.gather(1, front)
+    mask = mask.gather(1, front)
+    lengths = mask.sum(1)  # [B]
+    order = torch.argsort(lengths)
+    lens_host = lengths[order].tolist()  # the one host sync
+    l_max = max(1, lens_host[-1])
+    out = None
+    for chunk in torch.arange(b, device=input_ids.device).chunk(n_buckets):
+        rows = order[chunk]
+        lg = max(1, lens_host[int(chunk[-1])])
+        h = model.encoder(input_ids=ids[rows, :lg], attention_mask=mask[rows, :lg].long()).last_hidden_state
+        if out is None:
+            out = h.new_zeros(b, l_max, h.shape[-1])  # [B, L', D]
+        out[rows, :lg] = h
+    return out, mask[:, :l_max].long()
 
 
 class T5CachedDecoder:

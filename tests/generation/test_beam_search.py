@@ -167,3 +167,24 @@ def test_last_hidden_follows_reorder(setup):
         dec.reorder(torch.tensor([[1, 1, 0], [0, 1, 1], [1, 0, 0]]))
     assert dec.last_hidden.shape == (3, 3, h.shape[-1])
     assert torch.equal(dec.last_hidden[0, 2], h[0, 0]) and torch.equal(dec.last_hidden[2, 0], h[2, 1])
+
+
+def test_length_buckets_match_padded_encoder(setup):
+    from recbole_ext.generation import encode
+
+    vocab, _, _, trie, model, _, _ = setup
+    g = torch.Generator().manual_seed(4)
+    b, l = 10, 9
+    ids = torch.randint(3, vocab.vocab_size, (b, l), generator=g)
+    lens = torch.tensor([9, 1, 4, 7, 2, 9, 5, 3, 8, 6])
+    pos = torch.arange(l)[None, :]
+    mask = torch.where(torch.arange(b)[:, None] % 2 == 0, pos < lens[:, None], pos >= l - lens[:, None]).long()
+    ids = ids * mask  # right-padded even rows, left-padded odd rows
+    with torch.no_grad():
+        enc, packed = encode(model, ids, mask, n_buckets=3)
+    assert enc.shape[:2] == (b, 9) and packed.sum(1).tolist() == lens.tolist()
+    assert (packed[:, :-1] >= packed[:, 1:]).all()  # tokens moved to the front
+    ref = t5_beam_search(model, ids, mask, trie, vocab, n_beams=6, n_buckets=1)
+    got = t5_beam_search(model, ids, mask, trie, vocab, n_beams=6, n_buckets=3)
+    assert torch.equal(got.items, ref.items)
+    assert torch.allclose(got.scores, ref.scores, atol=1e-5)
