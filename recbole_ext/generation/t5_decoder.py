@@ -104,6 +104,11 @@ class T5CachedDecoder:
             k = ca.k(encoder_out).view(b, l, self.n_heads, self.d_kv).transpose(1, 2)
             v = ca.v(encoder_out).view(b, l, self.n_heads, self.d_kv).transpose(1, 2)
             self.cross_kv.append((k, v))
+        # fused self-attention q/k/v weights per layer: [3 * H * d_kv, D]
+        self.qkv_weight = [
+            torch.cat([b.layer[0].SelfAttention.q.weight, b.layer[0].SelfAttention.k.weight,
+                       b.layer[0].SelfAttention.v.weight]) for b in self.blocks
+        ]
         # self-attention relative position bias for all steps: [1, H, T, T]
         self.pos_bias = attn0.compute_bias(max_steps, max_steps, device=encoder_out.device).to(dtype)
         self.self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # [B*k, H, t, d_kv]
@@ -123,10 +128,9 @@ class T5CachedDecoder:
         new_cache = []
         for i, blk in enumerate(self.blocks):
             sa = blk.layer[0].SelfAttention
-            x = _rms_norm(blk.layer[0].layer_norm, h).reshape(b * k, 1, -1)  # [Bk, 1, D]
-            q = sa.q(x).view(b * k, 1, self.n_heads, self.d_kv).transpose(1, 2)  # [Bk, H, 1, dk]
-            kk = sa.k(x).view(b * k, 1, self.n_heads, self.d_kv).transpose(1, 2)
-            vv = sa.v(x).view(b * k, 1, self.n_heads, self.d_kv).transpose(1, 2)
+            x = _rms_norm(blk.layer[0].layer_norm, h).reshape(b * k, -1)  # [Bk, D]
+            qkv = F.linear(x, self.qkv_weight[i]).view(b * k, 3, self.n_heads, 1, self.d_kv)
+            q, kk, vv = qkv.unbind(1)  # each [Bk, H, 1, dk]
             if self.self_kv is not None:
                 kk = torch.cat([self.self_kv[i][0], kk], dim=2)  # [Bk, H, t+1, dk]
                 vv = torch.cat([self.self_kv[i][1], vv], dim=2)
