@@ -10,7 +10,12 @@ import recbole_ext.sid.cache as cache_mod
 from recbole_ext.sid import build_semantic_ids
 
 ITEMS = [f"item{i}" for i in range(40)]
-RQ = {"method": "rqvae", "n_levels": 2, "codebook_size": 8, "rqvae": {"hidden_dims": [16], "latent_dim": 4, "epochs": 2, "log_every": 0}}
+RQ = {
+    "method": "rqvae",
+    "n_levels": 2,
+    "codebook_size": 8,
+    "rqvae": {"hidden_dims": [16], "latent_dim": 4, "epochs": 2, "log_every": 0},
+}
 
 
 def _count_computes(monkeypatch):
