@@ -87,8 +87,8 @@ def summarize(entries: Iterable[Entry], metrics: Sequence[str] = METRICS
 def user_means(entries: Iterable[Entry], metric: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-user values averaged over seeds; users kept only when every seed has them.
 
-    Returns ``(user_ids, values)`` sorted by user id, or ``None`` when no entry stores per-user
-    values for ``metric``.
+    User ids may be ints or strings (one kind per dataset). Returns ``(user_ids, values)`` sorted
+    by user id, or ``None`` when no entry stores per-user values for ``metric``.
     """
     per_seed: list[dict[int, float]] = []
     for e in entries:
@@ -100,11 +100,14 @@ def user_means(entries: Iterable[Entry], metric: str) -> tuple[np.ndarray, np.nd
             logger.warning("run %s: per-user %s has %d values for %d users; ignored",
                            e.run_id, metric, len(vals), len(ids))
             continue
-        per_seed.append({int(u): float(v) for u, v in zip(ids, vals)})
+        try:
+            per_seed.append({u: float(v) for u, v in zip(ids, vals)})
+        except (TypeError, ValueError):
+            logger.warning("run %s: non-numeric per-user %s values; ignored", e.run_id, metric)
     if not per_seed:
         return None
     common = sorted(set.intersection(*(set(d) for d in per_seed)))
-    ids = np.asarray(common, dtype=np.int64)
+    ids = np.asarray(common)  # ints (RecBole's internal ids) or strings (external tokens)
     vals = np.asarray([[d[u] for u in common] for d in per_seed], dtype=float).mean(axis=0)
     return ids, vals
 

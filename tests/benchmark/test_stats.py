@@ -80,6 +80,12 @@ def test_seeds_are_averaged_per_user_on_common_users() -> None:
     assert ids.tolist() == [2, 3]
     assert vals.tolist() == [0.5, 0.5]
     assert user_means([e1], "hit@5") is None
+    tokens = entry("T", 1, ["u2", "u1"], [0.25, 0.5])
+    ids, vals = user_means([tokens], "ndcg@10")
+    assert ids.tolist() == ["u1", "u2"] and vals.tolist() == [0.5, 0.25]
+    broken = entry("B", 1, [1, 2], [0.5, 0.5])
+    broken.per_user["ndcg@10"] = [0.5, None]
+    assert user_means([broken], "ndcg@10") is None
 
 
 def test_compare_all_against_reference_and_best_baseline() -> None:
