@@ -242,6 +242,9 @@ class SuiteRun:
         failed = [r for r in results if not r.ok]
         logger.info("suite %s finished in %s: %d ok, %d failed", self.suite.name,
                     _fmt_s(time.monotonic() - self._t0), len(results) - len(failed), len(failed))
+        if failed:
+            logger.warning("failed cells (details in %s; a rerun retries them): %s",
+                           self.sdir / "failed", ", ".join(r.cell.id for r in failed))
         return failed
 
     def _run_local(self, todo: list[Cell], gpus: list[str]) -> list[CellResult]:
