@@ -188,3 +188,20 @@ def test_length_buckets_match_padded_encoder(setup):
     got = t5_beam_search(model, ids, mask, trie, vocab, n_beams=6, n_buckets=3)
     assert torch.equal(got.items, ref.items)
     assert torch.allclose(got.scores, ref.scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [{"feed_forward_proj": "gated-gelu"}, {"tie_word_embeddings": False}])
+def test_cached_decoder_other_t5_variants(extra):
+    from recbole_ext.modules.t5_backbone import build_t5
+
+    torch.manual_seed(1)
+    model = build_t5(20, num_layers=1, num_decoder_layers=2, d_model=16, d_ff=24, num_heads=2, d_kv=8, **extra).eval()
+    ids = torch.randint(3, 20, (2, 5))
+    mask = torch.ones_like(ids)
+    dec_in = torch.tensor([[2, 7, 9], [2, 4, 3]])
+    with torch.no_grad():
+        enc = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        dec = T5CachedDecoder(model, enc, mask, max_steps=3)
+        got = torch.cat([dec.step(dec_in[:, t : t + 1]) for t in range(3)], 1)
+        ref = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_in).logits.log_softmax(-1)
+    assert torch.allclose(got, ref, atol=1e-5)
