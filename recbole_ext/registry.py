@@ -157,3 +157,4 @@ def resolve(name: str) -> ResolvedModel:
 
 # --- our plugins (lazy references; the modules are imported only when resolved) ---------------
 register("TIGER", "recbole_ext.models.tiger:TIGER", "recbole_ext.trainers.generative:GenerativeTrainer")
+register("STREAMRec", "recbole_ext.models.stream_rec:STREAMRec", "recbole_ext.trainers.stream_rec:STREAMRecTrainer")

@@ -45,3 +45,16 @@ def t5_config(
 def build_t5(vocab_size: int, **kwargs) -> T5ForConditionalGeneration:
     """Randomly initialised T5ForConditionalGeneration; kwargs as in :func:`t5_config`."""
     return T5ForConditionalGeneration(t5_config(vocab_size, **kwargs))
+
+
+def build_t5_decoder(model: T5ForConditionalGeneration):
+    """A fresh (randomly initialised) decoder stack shaped like ``model.decoder`` whose input
+    embeddings are ``model.shared`` (tied), e.g. STREAM-Rec's one-step "direct" decoder that
+    shares the encoder, the embeddings and the output layer of ``model``."""
+    import copy
+
+    from transformers.models.t5.modeling_t5 import T5Stack
+
+    decoder = T5Stack(copy.deepcopy(model.decoder.config))
+    decoder.embed_tokens = model.shared
+    return decoder

@@ -99,7 +99,9 @@ class StageCache:
             return None
         return state, description
 
-    def save(self, stage: str, key: str, state_dict: Mapping[str, torch.Tensor], description: Mapping[str, Any]) -> Path | None:
+    def save(
+        self, stage: str, key: str, state_dict: Mapping[str, torch.Tensor], description: Mapping[str, Any]
+    ) -> Path | None:
         """Store a stage's weights (moved to CPU) and description; returns the weights path."""
         if not self.enabled:
             return None

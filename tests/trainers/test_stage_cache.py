@@ -16,7 +16,8 @@ def chain(configs: dict, data: str = "d") -> dict:
 
 def test_changing_a_stage_changes_it_and_later_keys_only():
     base = chain({"pt": {"pt_lr": 1e-3}, "sft": {"sft_rounds": 3, "reasoning_len": 4}, "rl": {"rl_lr": 1e-5}})
-    sft_changed = chain({"pt": {"pt_lr": 1e-3}, "sft": {"sft_rounds": 2, "reasoning_len": 4}, "rl": {"rl_lr": 1e-5}})
+    sft_changed = chain(
+        {"pt": {"pt_lr": 1e-3}, "sft": {"sft_rounds": 2, "reasoning_len": 4}, "rl": {"rl_lr": 1e-5}})
     assert sft_changed["pt"] == base["pt"]
     assert sft_changed["sft"] != base["sft"] and sft_changed["rl"] != base["rl"]
     rl_changed = chain({"pt": {"pt_lr": 1e-3}, "sft": {"sft_rounds": 3, "reasoning_len": 4}, "rl": {"rl_lr": 2e-5}})
