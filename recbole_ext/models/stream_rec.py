@@ -162,9 +162,13 @@ class STREAMRec(SIDGenerativeRecommender):
             raise ValueError("reasoning_len must be >= 0")
         self.m = self.vocab.n_levels
         d_model = int(config["d_model"])
-        self.direct_decoder = build_t5_decoder(self.t5)
-        self.labeller = IterativeInferenceLabeller(
-            d_model, config["labeller_inner_size"], dropout=float(_cfg(config, "labeller_dropout", 0.0)))
+        # the extra modules draw their initial weights from a forked RNG: the global RNG leaves
+        # __init__ as TIGER's does, so with l = 0 the data order and dropout draws are TIGER's too
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(_cfg(config, "seed", 0)) + 1)
+            self.direct_decoder = build_t5_decoder(self.t5)
+            self.labeller = IterativeInferenceLabeller(
+                d_model, config["labeller_inner_size"], dropout=float(_cfg(config, "labeller_dropout", 0.0)))
         lo, hi = self.vocab.code_range()
         self.register_buffer("code_ids", torch.arange(lo, hi), persistent=False)  # [V_code]
 
@@ -257,10 +261,23 @@ class STREAMRec(SIDGenerativeRecommender):
     def decode_kwargs(self, interaction) -> dict:
         return {"free_steps": self.free_steps()}
 
+    def reset_decode_stats(self) -> None:
+        super().reset_decode_stats()
+        self.ranked_items = torch.zeros((), dtype=torch.long)
+
+    @torch.no_grad()
+    def full_sort_predict(self, interaction):
+        """The base's beam ranking; also counts the distinct items ranked per user (several reasoning
+        paths may end in the same item, leaving fewer than num_beams distinct items)."""
+        scores = super().full_sort_predict(interaction)  # [B, n_items]
+        self.ranked_items = self.ranked_items.to(scores.device) + torch.isfinite(scores).sum()
+        return scores
+
     def record_extra(self) -> dict:
         extra = super().record_extra()
         extra.update(reasoning_len=self.reasoning_len, stage=self.stage, decode_free_steps=self.free_steps(),
-                     neighbor_source=self.neighbor_source)
+                     neighbor_source=self.neighbor_source,
+                     mean_ranked_items=round(float(self.ranked_items) / max(1, self.decode_users), 3))
         return extra
 
     # --- shared pieces -------------------------------------------------------------------------

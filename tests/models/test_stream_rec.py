@@ -53,6 +53,19 @@ def test_l0_is_tiger(tiny_dataset, tmp_path):
     assert torch.equal(stream.full_sort_predict(batch), tiger.full_sort_predict(batch))
 
 
+def test_l0_sft_only_trains_exactly_like_tiger(tiny_dataset, tmp_path):
+    from recbole_ext.runner import run
+
+    data_path, name = tiny_dataset
+    common = {**TINY, "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), "state": "WARNING",
+              "learning_rate": 0.01, "epochs": 2}
+    tiger = run("TIGER", name, output_dir=tmp_path / "out", run_id="t", overrides=common)
+    stream = run("STREAMRec", name, output_dir=tmp_path / "out", run_id="s", overrides={
+        **common, "reasoning_len": 0, "stages": "sft", "stage_cache": False})
+    assert stream["test"] == tiger["test"] and stream["valid"] == tiger["valid"]
+    assert stream["per_user"]["test"] == tiger["per_user"]["test"]
+
+
 def test_labeller_in_the_model(tiny_dataset, tmp_path):
     model, train = build("STREAMRec", *tiny_dataset, tmp_path, reasoning_len=3)
     batch = first(train)
@@ -177,6 +190,7 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
         assert np.mean(stage["per_user"]["test"]["ndcg@10"]) == pytest.approx(stage["test"]["ndcg@10"], abs=1e-6)
         assert stage["extra"]["cached"] is False and stage["extra"]["epochs"] == 1
         assert stage["extra"]["decode_ms_per_user"] > 0 and stage["extra"]["invalid_rate"] == 0.0
+        assert 1 <= stage["extra"]["mean_ranked_items"] <= 10
     assert rec["stages"][0]["extra"]["decode_free_steps"] == 2 * 3 and rec["stages"][1]["extra"]["reasoning_len"] == 2
     assert set(rec["stages"][2]["extra"]["rl_stats"]) >= {"reward_format", "reward_think_ranking", "kl"}
     assert rec["extra"]["reasoning_len"] == 2 and rec["per_user"]["test"] == rec["stages"][-1]["per_user"]["test"]
