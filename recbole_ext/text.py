@@ -33,13 +33,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recbole_ext.atomic import atomic_write, atomic_write_text
 
 __all__ = [
     "TextTemplate",
@@ -291,20 +292,9 @@ def _cache_key(identity: str, template_id: str, tokens: list[str], texts: list[s
 
 
 def _save_atomic(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target, writer in (
-        (path.with_suffix(".json"), lambda h: h.write(json.dumps(meta, indent=2).encode())),
-        (path, lambda h: np.save(h, array)),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                writer(handle)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    """The vectors and a readable JSON of what they are; the .npy last (it marks completion)."""
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2))
+    atomic_write(path, lambda handle: np.save(handle, array))
 
 
 def default_embedding_dir() -> Path:

@@ -12,12 +12,12 @@ import hashlib
 import json
 import logging
 import math
-import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from recbole_ext.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +62,6 @@ def config_hash(config: dict, ignore: tuple[str, ...] = ()) -> str:
     """sha256 of the canonical JSON of a config, without the keys in ``ignore``."""
     canonical = json.dumps({k: v for k, v in to_jsonable(config).items() if k not in ignore}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_record(output_dir: str | Path, record: dict) -> Path:

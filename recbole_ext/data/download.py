@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,8 @@ import zlib
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from recbole_ext.atomic import atomic_write_text
 
 __all__ = [
     "DownloadError",
@@ -80,19 +81,7 @@ def record_checksum(folder: str | os.PathLike, filename: str, digest: str) -> No
     sums = read_checksums(folder)
     sums[filename] = digest
     text = "".join(f"{d}  {n}\n" for n, d in sorted(sums.items()))
-    _atomic_write_text(folder / CHECKSUM_FILE, text)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(folder / CHECKSUM_FILE, text)
 
 
 def _check_gzip(path: Path) -> None:

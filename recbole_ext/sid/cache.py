@@ -23,12 +23,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from recbole_ext.atomic import atomic_write, atomic_write_text
 
 from recbole_ext.sid.collisions import add_collision_code
 from recbole_ext.sid.vocab import SIDVocab
@@ -103,18 +104,6 @@ def _digest(item_tokens: list[str], embeddings: np.ndarray | None, cfg: dict) ->
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _compute(item_tokens: list[str], embeddings: np.ndarray | None, cfg: dict) -> SemanticIDs:
     method = cfg.get("method", "rqvae")
     n_levels = int(cfg.get("n_levels", 3))
@@ -183,9 +172,9 @@ def build_semantic_ids(
     sids = _compute(item_tokens, embeddings, cfg)
     sids.stats["cache_key"] = digest
     sids.stats["config"] = cfg
-    _atomic_write(path, lambda tmp: torch.save(sids.to_dict(), tmp))
+    atomic_write(path, lambda handle: torch.save(sids.to_dict(), handle))
     stats_path = path.with_suffix(".json")
     text = json.dumps({"codebook_sizes": list(sids.codebook_sizes), **sids.stats}, indent=2, default=str)
-    _atomic_write(stats_path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(stats_path, text)
     sids.cache_path = os.fspath(path)
     return sids
