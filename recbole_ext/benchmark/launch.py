@@ -17,7 +17,8 @@ atomically); a rerun skips those and retries failed cells. A failing cell never 
 other cells.
 
 Launchers: ``local`` runs cells as subprocesses, one per slot (``gpus`` names the slots and
-sets ``CUDA_VISIBLE_DEVICES``; no gpus = one slot); ``slurm`` submits each cell as a Slurm job
+sets ``CUDA_VISIBLE_DEVICES``; no gpus = one slot); on Linux a cell dies with the suite process
+(``PR_SET_PDEATHSIG``), so ``kill -9`` of the suite leaves no orphaned cell behind; ``slurm`` submits each cell as a Slurm job
 through submitit (optional dependency); ``submitit-local`` uses submitit's LocalExecutor.
 """
 
@@ -30,6 +31,7 @@ import os
 import queue
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +81,25 @@ def _atomic_json(path: Path, obj: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+# Run in a fresh interpreter in front of a cell's command (Linux): ask the kernel to SIGKILL the
+# cell when the suite process that started it dies, even by ``kill -9``, so that no orphaned cell
+# keeps a GPU busy or races the rerun; then exec the real command.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(137)  # the suite died before prctl took effect\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def die_with_parent(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` wrapped so that it is killed when this process dies (Linux; unchanged elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *cmd]
 
 
 def run_cell_process(cmd: Sequence[str], log_path: str, env: dict[str, str] | None = None,
@@ -168,7 +189,12 @@ class SuiteRun:
     def _finish(self, cell: Cell, rc: int | None, tail: str, elapsed: float,
                 cmd: Sequence[str]) -> CellResult:
         record = self._record_path(cell)
-        ok = rc == 0 and record is not None
+        # The record is the truth: a cell that wrote it counts as done even if the process
+        # failed afterwards (e.g. while rebuilding tables).
+        ok = record is not None
+        if ok and rc != 0:
+            logger.warning("cell %s exited with %s after writing its record %s", cell.id, rc,
+                           record)
         error = ""
         if not ok:
             error = tail if rc != 0 else (tail + "\nthe cell exited 0 but wrote no record "
@@ -266,7 +292,8 @@ class SuiteRun:
                             cell.dataset, cell.seed, f" on GPU {slot}" if slot is not None else "")
                 t0 = time.monotonic()
                 try:
-                    rc, tail = run_cell_process(cmd, str(self.sdir / "logs" / f"{cell.id}.log"),
+                    rc, tail = run_cell_process(die_with_parent(cmd),
+                                                str(self.sdir / "logs" / f"{cell.id}.log"),
                                                 env, self._progress_hook(cell), self._live)
                 except OSError as exc:  # e.g. the interpreter or script is missing
                     rc, tail = 127, f"cannot start {cmd[0]}: {exc}"

@@ -106,9 +106,12 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert proc.poll() is None, "the suite finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(1.5)  # a cell in flight may still finish on its own (its write is atomic)
     before = set(records(out))
     assert 2 <= len(before) < 5
+    started = set(invocations(out))
+    time.sleep(1.5)  # the cell in flight died with the suite: it writes no record later
+    if sys.platform.startswith("linux"):
+        assert set(records(out)) == before
     for path in (out / "runs").rglob("*.json"):  # no half-written records
         assert read_record(path) is not None
     assert run_suite(suite, str(out), command_builder=fake_command) == 0
@@ -116,7 +119,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
     assert set(records(out)) == ids
     calls = invocations(out)
     assert all(calls[i] == 1 for i in before)  # finished cells were not rerun
-    assert all(calls[i] >= 1 for i in ids)
+    assert all(calls[i] == (2 if i in started - before else 1) for i in ids)  # only missing
 
 
 def test_sigterm_kills_running_cells(tmp_path: Path) -> None:
