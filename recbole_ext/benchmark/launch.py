@@ -18,8 +18,9 @@ other cells.
 
 Launchers: ``local`` runs cells as subprocesses, one per slot (``gpus`` names the slots and
 sets ``CUDA_VISIBLE_DEVICES``; no gpus = one slot); on Linux a cell dies with the suite process
-(``PR_SET_PDEATHSIG``), so ``kill -9`` of the suite leaves no orphaned cell behind; ``slurm`` submits each cell as a Slurm job
-through submitit (optional dependency); ``submitit-local`` uses submitit's LocalExecutor.
+(``PR_SET_PDEATHSIG``), so ``kill -9`` of the suite leaves no orphaned cell behind. ``slurm``
+submits each cell as a Slurm job through submitit (optional dependency); ``submitit-local`` uses
+submitit's LocalExecutor (local subprocesses, for testing).
 """
 
 from __future__ import annotations
