@@ -230,6 +230,7 @@ class SuiteRun:
 
     def _progress_hook(self, cell: Cell) -> Callable[[str], None]:
         pos = self._position(cell)
+        last_stage: list[str] = []
 
         def on_line(line: str) -> None:
             text = _ANSI.sub("", line)
@@ -238,7 +239,8 @@ class SuiteRun:
                 logger.info("cell %s %s/%s: epoch %s", pos, cell.model, cell.dataset, m.group(1))
                 return
             s = _STAGE.search(text)
-            if s:
+            if s and s.group(1) not in last_stage[-1:]:  # log stage changes only
+                last_stage.append(s.group(1))
                 logger.info("cell %s %s/%s: stage %s", pos, cell.model, cell.dataset, s.group(1))
 
         return on_line
