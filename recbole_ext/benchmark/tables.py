@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -318,7 +319,7 @@ def load_cell_infos(output_dir: str | os.PathLike[str], suite: str | None = None
 
 def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
