@@ -226,6 +226,7 @@ class STREAMRec(SIDGenerativeRecommender):
         self._rollouts: dict | None = None
         self._rollout_uses = 0
         self.reset_rl_stats()
+        self.reset_sft_stats()
 
     # --- stages --------------------------------------------------------------------------------
     def set_stage(self, stage: str) -> None:
@@ -441,7 +442,19 @@ class STREAMRec(SIDGenerativeRecommender):
                 terms["dpo"] = self._dpo_term(enc, mask, target_item, target, logits, hidden, lab, dec_in)
         loss = sft_objective(terms["sft"], terms.get("dpo"), terms.get("quant"), terms.get("state"),
                              self.dpo_weight, self.quant_weight, self.state_weight)
+        if self.training:
+            self.sft_steps += 1
+            for name, value in terms.items():  # tensors: no host sync per step
+                self.sft_sums[name] = self.sft_sums.get(name, 0.0) + value.detach().float()
         return (loss, terms) if return_terms else loss
+
+    def reset_sft_stats(self) -> None:
+        self.sft_sums: dict[str, Tensor] = {}
+        self.sft_steps = 0
+
+    def sft_stats(self) -> dict[str, float]:
+        """Mean of each Eq. 19 term (unweighted) since the last reset."""
+        return {f"loss_{k}": round(float(v) / max(1, self.sft_steps), 5) for k, v in self.sft_sums.items()}
 
     def _dpo_term(self, enc, mask, target_item, target, logits, hidden, lab, dec_in) -> Tensor:
         """Eq. 16-18: target vs a similar item, both after the sample's reasoning tokens."""
@@ -575,6 +588,10 @@ class STREAMRec(SIDGenerativeRecommender):
         stats["reward_total"] = float(total.mean())
         stats["valid_rate"] = float((self.trie(tokens.device).lookup(gen_codes) >= 0).float().mean())
         return {"tokens": tokens, "old": old_lp, "ref": ref_lp, "adv": adv.reshape(-1), "stats": stats}
+
+    def rl_stats_mean(self) -> dict[str, float]:
+        """Mean of the rewards and GRPO statistics since the last reset."""
+        return {k: round(v / max(1, self.rl_steps), 5) for k, v in self.rl_stats.items()}
 
     def rl_loss(self, interaction) -> Tensor:
         """Eq. 20 on G rollouts per sample (negated, to minimise)."""

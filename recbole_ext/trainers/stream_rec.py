@@ -180,8 +180,10 @@ class STREAMRecTrainer(GenerativeTrainer):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             extra: dict[str, Any] = {"cached": hit is not None, "cache_key": key,
                                      "train_s": round(time.perf_counter() - start, 3), "epochs": epochs}
-            if name == "rl" and self.model.rl_steps:
-                extra["rl_stats"] = {k: v / self.model.rl_steps for k, v in self.model.rl_stats.items()}
+            if hit is None and name == "rl":
+                extra["rl_stats"] = self.model.rl_stats_mean()  # over the stage's last epoch
+            if hit is None and name == "sft":
+                extra["sft_stats"] = self.model.sft_stats()
             self.stage_runs.append(StageRun(name, key, state, valid=_metrics(result), extra=extra))
             logger.info("stage %s done: valid %s", name, _metrics(result))
             previous = key
@@ -199,12 +201,18 @@ class STREAMRecTrainer(GenerativeTrainer):
                 self._sft_rounds_done += 1
                 logger.info("SFT round %d/%d: labelled %d samples with %d reasoning tokens in %.1fs",
                             self._sft_rounds_done, rounds, n, self.model.reasoning_len, time.perf_counter() - start)
+        self.model.reset_rl_stats()
+        self.model.reset_sft_stats()
         if stage == "rl":
-            self.model.reset_rl_stats() if epoch_idx == 0 else None
             updates = max(1, self.model.rl_updates)
             if updates > 1:
                 train_data = _Repeat(train_data, updates)
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        if stage == "rl":
+            logger.info("RL epoch %d: %s", epoch_idx, self.model.rl_stats_mean())
+        elif stage == "sft":
+            logger.info("SFT epoch %d: %s", epoch_idx, self.model.sft_stats())
+        return loss
 
     # --- testing -------------------------------------------------------------------------------
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

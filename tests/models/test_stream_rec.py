@@ -193,6 +193,7 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
         assert 1 <= stage["extra"]["mean_ranked_items"] <= 10
     assert rec["stages"][0]["extra"]["decode_free_steps"] == 2 * 3 and rec["stages"][1]["extra"]["reasoning_len"] == 2
     assert set(rec["stages"][2]["extra"]["rl_stats"]) >= {"reward_format", "reward_think_ranking", "kl"}
+    assert set(rec["stages"][1]["extra"]["sft_stats"]) == {"loss_sft", "loss_dpo", "loss_quant", "loss_state"}
     assert rec["extra"]["reasoning_len"] == 2 and rec["per_user"]["test"] == rec["stages"][-1]["per_user"]["test"]
     assert [e.label for e in record_entries(rec)] == ["STREAMRec (PT)", "STREAMRec (SFT)", "STREAMRec (RL)"]
 
