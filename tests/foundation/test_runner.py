@@ -111,3 +111,11 @@ def test_cli_errors(tmp_path, tiny_dataset):
     result = _cli("stray", cwd=tmp_path)
     assert result.returncode == 2 and "--key=value" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.cuda
+def test_same_command_trains_on_gpu(tiny_dataset, tmp_path):
+    data_path, name = tiny_dataset
+    record = run("GRU4Rec", name, overrides={**FAST, "hidden_size": 8, "data_path": data_path, "use_gpu": True},
+                 output_dir=tmp_path, run_id="gpu")
+    assert record["device"].startswith("cuda")
