@@ -131,7 +131,7 @@ def text_neighbors(config: Any, dataset: Any, k: int) -> Tensor:
     return torch.from_numpy(out)
 
 
-def sid_neighbors(codes: Tensor, k: int, seed: int = 0, chunk: int = 512) -> Tensor:
+def sid_neighbors(codes: Tensor, k: int, seed: int = 0, chunk: int = 128) -> Tensor:
     """[n_items, k] nearest items by shared semantic-ID prefix length (ties broken at random with
     ``seed``); ``codes`` [n_items, m] in RecBole order with row 0 = padding (-1)."""
     real = codes[1:].long()  # [n, m]

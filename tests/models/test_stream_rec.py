@@ -169,6 +169,33 @@ def test_grpo_step_moves_the_policy_not_the_reference(tiny_dataset, tmp_path):
     assert model.rl_stats["kl"] > 0  # now measured against the frozen reference
 
 
+def test_fork_scorer_matches_teacher_forcing(tiny_dataset, tmp_path):
+    """The thinking rewards' scorer (one decoder pass per rollout, forked into its candidates)
+    equals a plain teacher-forced pass over [think; candidate]."""
+    from recbole_ext.generation.t5_decoder import encode
+    from recbole_ext.rl.grpo import token_logprobs
+
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path, reasoning_len=3)
+    model.eval()
+    batch = first(train)
+    ids, mask = model.history_tokens(batch)
+    b, g, c, m = ids.shape[0], 2, 3, model.m
+    gen = torch.Generator().manual_seed(0)
+    lo, hi = model.vocab.code_range()
+    think = torch.randint(lo, hi, (b, g, 3), generator=gen)
+    cand = model.item_tokens[torch.randint(1, model.n_items, (b, g, c), generator=gen)]  # [B, G, C, m]
+    enc, emask = encode(model.t5, ids, mask)
+    fast = model.score_after_thinking(model.t5, enc, emask, think, cand)  # [B, G, C]
+    with torch.no_grad():
+        full = model.t5.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        seq = torch.cat([think[:, :, None].expand(b, g, c, 3), cand], dim=-1).reshape(b * g * c, 3 + m)
+        rep = g * c
+        hidden = model._decode(model.t5.decoder, full.repeat_interleave(rep, 0), mask.repeat_interleave(rep, 0),
+                               input_ids=model._shift(seq))
+        slow = token_logprobs(model._logits(hidden), seq)[:, 3:].sum(1).view(b, g, c)
+    assert torch.allclose(fast, slow, atol=1e-4)
+
+
 def run_tiny(tiny_dataset, tmp_path, run_id, **overrides):
     from recbole_ext.runner import run
 
