@@ -1,4 +1,7 @@
-"""Shared helpers for the benchmark tests: hand-made records and the fake cell command."""
+"""Shared helpers for the benchmark tests: hand-made records and the fake cell command.
+
+(Not named conftest.py: other test folders have one, and ``import conftest`` would be ambiguous.)
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 FAKE_CELL = Path(__file__).with_name("fake_cell.py")
 
@@ -35,7 +36,3 @@ def write_record(root: Path, model: str, dataset: str, seed: int, test: dict[str
     path.write_text(json.dumps(rec))
     return path
 
-
-@pytest.fixture
-def fake_command_builder():
-    return fake_command

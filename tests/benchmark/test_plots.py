@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import write_record
+from bench_helpers import write_record
 
 from recbole_ext.benchmark.collect import collect_entries, load_records
 from recbole_ext.benchmark.plots import make_plots, pareto_front

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import fake_command
+from bench_helpers import fake_command
 
 from recbole_ext.benchmark.collect import iter_record_files, read_record
 from recbole_ext.benchmark.suite import load_suite, run_suite
@@ -95,7 +95,7 @@ def test_resume_after_kill_9(tmp_path: Path) -> None:
                        seeds="[1, 2, 3, 4, 5]")
     out = tmp_path / "out"
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-            "from conftest import fake_command; "
+            "from bench_helpers import fake_command; "
             "from recbole_ext.benchmark.suite import run_suite; "
             f"sys.exit(run_suite({suite!r}, {str(out)!r}, command_builder=fake_command))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
@@ -128,7 +128,7 @@ def test_sigterm_kills_running_cells(tmp_path: Path) -> None:
                        seeds="[1, 2]")
     out = tmp_path / "out"
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-            "from conftest import fake_command; "
+            "from bench_helpers import fake_command; "
             "from recbole_ext.benchmark.suite import run_suite; "
             f"sys.exit(run_suite({suite!r}, {str(out)!r}, command_builder=fake_command))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO,

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write_record
+from bench_helpers import write_record
 
 from recbole_ext.benchmark.collect import collect_entries, load_records
 from recbole_ext.benchmark.tablemodel import latex_escape, to_markdown
