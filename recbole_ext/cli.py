@@ -5,6 +5,9 @@
     python run_benchmark.py --tables [--output_dir=DIR]
     python run_benchmark.py --list
 
+A single run rebuilds the tables of its output folder afterwards (``--no_tables`` skips that; suites
+pass it and rebuild once at the end).
+
 Our own flags are consumed here; every other ``--key=value`` is a RecBole config override with the
 highest precedence (see :mod:`recbole_ext.config`).
 """
@@ -21,7 +24,7 @@ USAGE = __doc__
 
 # Flags of the runner itself (never passed to RecBole's config).
 OWN_FLAGS = ("model", "dataset", "config_files", "output_dir", "run_id", "suite", "gpus", "launcher")
-SWITCHES = ("tables", "list", "help")
+SWITCHES = ("tables", "list", "help", "no_tables")  # no_tables: suites rebuild tables once at the end
 DEFAULT_OUTPUT_DIR = "results"
 DEFAULT_DATASET = "ml-100k"
 
@@ -84,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if "model" not in own:
         print(f"error: give --model=NAME (or --suite=NAME, --tables, --list)\n{USAGE}", file=sys.stderr)
         return 2
-    return _run_one(own, overrides, output_dir)
+    return _run_one(own, overrides, output_dir, rebuild_tables="no_tables" not in switches)
 
 
-def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str) -> int:
+def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, rebuild_tables: bool = True) -> int:
     from recbole_ext.benchmark.records import RecordExistsError
     from recbole_ext.config import ConfigFileError
     from recbole_ext.data import DownloadError
@@ -110,7 +113,8 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str) ->
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(_format_metrics(record))
-    _build_tables(output_dir)
+    if rebuild_tables:
+        _build_tables(output_dir)
     return 0
 
 
@@ -121,11 +125,8 @@ def _format_metrics(record: dict) -> str:
 
 
 def _build_tables(output_dir: str) -> int:
-    try:
-        from recbole_ext.benchmark.tables import build_tables
-    except ImportError:  # the table writer ships with the benchmark package
-        logger.warning("table writer unavailable; records are in %s/runs", output_dir)
-        return 0
+    from recbole_ext.benchmark.tables import build_tables
+
     for path in build_tables(output_dir):
         logger.info("table written: %s", path)
     return 0

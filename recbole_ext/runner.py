@@ -268,7 +268,7 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     }
     per_user = trainer.per_user()
     if per_user is not None:
-        record["per_user"] = {"test": per_user}
+        record["per_user"] = {"test": _with_user_tokens(per_user, dataset)}
     extra: dict[str, Any] = {}
     for source in (model, trainer):
         if hasattr(source, "record_extra"):
@@ -277,7 +277,18 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
         record["extra"] = extra
     if hasattr(trainer, "record_stages"):
         record["stages"] = trainer.record_stages()
+        for stage in record["stages"]:
+            if stage.get("per_user", {}).get("test"):
+                stage["per_user"]["test"] = _with_user_tokens(stage["per_user"]["test"], dataset)
     return record
+
+
+def _with_user_tokens(per_user: dict, dataset: Any) -> dict:
+    """Per-user values keyed by external user tokens: stable across methods, whatever their id mapping."""
+    ids = per_user["user_ids"]
+    if ids and isinstance(ids[0], str):
+        return per_user
+    return {**per_user, "user_ids": [str(t) for t in dataset.id2token(dataset.uid_field, ids)]}
 
 
 def _metrics(result: dict | None) -> dict[str, float | None]:

@@ -403,10 +403,10 @@ def format_value(value: Any) -> str:
 
 def default_command(cell: Cell, output_dir: Path) -> list[str]:
     """``python run_benchmark.py --model=M --dataset=D --seed=S --output_dir=DIR --run_id=ID
-    --key=value ...`` (overrides in sorted order)."""
+    --no_tables --key=value ...`` (overrides in sorted order; tables are rebuilt once, after the suite)."""
     cmd = [sys.executable, str(REPO_ROOT / "run_benchmark.py"), f"--model={cell.model}",
            f"--dataset={cell.dataset}", f"--seed={cell.seed}", f"--output_dir={output_dir}",
-           f"--run_id={cell.id}"]
+           f"--run_id={cell.id}", "--no_tables"]
     cmd += [f"--{k}={format_value(v)}" for k, v in sorted(cell.overrides.items())]
     return cmd
 

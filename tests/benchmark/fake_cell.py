@@ -13,7 +13,7 @@ import time
 
 
 def main() -> int:
-    args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+    args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
     out = args["output_dir"]
     with open(os.path.join(out, "invocations.log"), "a") as fh:
         fh.write(f"{args['run_id']} {os.environ.get('CUDA_VISIBLE_DEVICES', '-')} "

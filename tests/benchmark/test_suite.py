@@ -157,5 +157,5 @@ def test_default_command(tmp_path: Path) -> None:
     cmd = default_command(c, tmp_path)
     assert cmd[0] == sys.executable and cmd[1].endswith("run_benchmark.py")
     assert cmd[2:] == ["--model=SASRec", "--dataset=scientific", f"--seed={c.seed}",
-                       f"--output_dir={tmp_path}", f"--run_id={c.id}", "--epochs=2",
+                       f"--output_dir={tmp_path}", f"--run_id={c.id}", "--no_tables", "--epochs=2",
                        "--train_batch_size=512"]
