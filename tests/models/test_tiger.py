@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_sequences
+from synthetic_data import write_sequences
 
 TINY = {
     "sid_tokenizer": "random", "sid_levels": 2, "sid_codebook_size": 8,
