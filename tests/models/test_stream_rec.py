@@ -154,6 +154,7 @@ def test_grpo_step_moves_the_policy_not_the_reference(tiny_dataset, tmp_path):
     rollouts = model._rollouts
     assert rollouts["tokens"].shape == (len(batch) * 4, 2 + model.m)
     assert rollouts["adv"].abs().sum() > 0
+    assert rollouts["stats"]["valid_rate"] == 1.0 and torch.isfinite(rollouts["old"]).all()  # trie-constrained
     assert model.rl_stats["kl"] == pytest.approx(0.0, abs=1e-6)  # policy = reference at the start
     assert model.rl_stats["ratio"] == pytest.approx(1.0, abs=1e-4)
     loss.backward()
@@ -194,6 +195,23 @@ def test_fork_scorer_matches_teacher_forcing(tiny_dataset, tmp_path):
                                input_ids=model._shift(seq))
         slow = token_logprobs(model._logits(hidden), seq)[:, 3:].sum(1).view(b, g, c)
     assert torch.allclose(fast, slow, atol=1e-4)
+
+
+def test_unconstrained_rollouts_follow_levels_only(tiny_dataset, tmp_path):
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path, rl_constrained_rollout=False, rl_group_size=8)
+    batch = first(train)
+    model.begin_stage("rl")
+    model.train()
+    torch.manual_seed(0)
+    model.calculate_loss(batch)
+    r = model._rollouts
+    l = model.reasoning_len
+    codes = model.vocab.decode(r["tokens"][:, l:])
+    assert (codes >= 0).all()  # each target token from its own level
+    assert torch.isfinite(r["old"]).all() and torch.isfinite(r["ref"]).all()
+    valid = model.trie(codes.device).lookup(codes) >= 0
+    assert not valid.all()  # 30 items among 8*8*4 codes: random-ish rollouts hit invalid IDs
+    assert r["stats"]["valid_rate"] == pytest.approx(valid.float().mean().item())
 
 
 def run_tiny(tiny_dataset, tmp_path, run_id, **overrides):
