@@ -231,6 +231,7 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
+    started_with = versions()  # the code that trains, not the code at the end of a long run
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     logger.info("%s", dataset)
@@ -263,7 +264,7 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
             "epochs": epochs,
             "test_ms_per_user": round(1000 * test_s / max(1, len(trainer.last_eval_users)), 3),
         },
-        "versions": versions(),
+        "versions": started_with,
         "device": describe_device(config["device"]),
     }
     per_user = trainer.per_user()
