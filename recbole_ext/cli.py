@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         _list_models_and_datasets()
         return 0
     output_dir = own.get("output_dir", DEFAULT_OUTPUT_DIR)
+    # progress of suites and table writing (a single run sets up its own log file as well)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if "tables" in switches:
         return _build_tables(output_dir)
     if "suite" in own:
@@ -109,7 +111,6 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, re
         )
     except (UnknownModelError, UnknownDatasetError, ConfigFileError, RecordExistsError, DownloadError,
             FileNotFoundError) as error:
-        logging.basicConfig()
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(_format_metrics(record))

@@ -119,3 +119,12 @@ def test_same_command_trains_on_gpu(tiny_dataset, tmp_path):
     record = run("GRU4Rec", name, overrides={**FAST, "hidden_size": 8, "data_path": data_path, "use_gpu": True},
                  output_dir=tmp_path, run_id="gpu")
     assert record["device"].startswith("cuda")
+
+
+def test_cli_suite_shows_progress_and_isolates_a_failing_cell(tmp_path):
+    suite = tmp_path / "broken.yaml"
+    suite.write_text("name: broken\ndatasets: [ml-100k]\nseeds: [1]\nmodels: [NoSuchModel]\n")
+    result = _cli(f"--suite={suite}", f"--output_dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "suite broken: 1 cells" in result.stderr and "cell 1/1 start NoSuchModel/ml-100k" in result.stderr
+    assert list((tmp_path / "out" / "suites" / "broken" / "failed").glob("*.failed.json"))
