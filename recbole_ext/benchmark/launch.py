@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recbole_ext.atomic import atomic_write_text
 from recbole_ext.benchmark.collect import FAILED_SUFFIX, index_records, read_record
 from recbole_ext.benchmark.suite import Cell, Suite
 
@@ -75,13 +76,7 @@ def _fmt_s(s: float) -> str:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 # Run in a fresh interpreter in front of a cell's command (Linux): ask the kernel to SIGKILL the

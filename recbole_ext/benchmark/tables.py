@@ -18,12 +18,12 @@ import json
 import logging
 import math
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from recbole_ext.atomic import atomic_write_text
 from recbole_ext.benchmark.collect import GROUP_ORDER, CellInfo, Entry, collect_entries, load_records
 from recbole_ext.benchmark.stats import Comparison, Summary, compare_all, mean_std, summarize
 from recbole_ext.benchmark.tablemodel import BEST, SECOND, Cell, Row, Section, Table, to_csv, to_latex, to_markdown
@@ -317,19 +317,11 @@ def load_cell_infos(output_dir: str | os.PathLike[str], suite: str | None = None
     return infos, table_cfg
 
 
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # unique
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def write_table(table: Table, stem: Path, formats: Sequence[str] = ("md", "tex", "csv")
                 ) -> list[Path]:
     """Render ``table`` to ``<stem>.md``, ``.tex`` and ``.csv``."""
     render = {"md": to_markdown, "tex": to_latex, "csv": to_csv}
-    return [_write(stem.with_suffix(f".{fmt}"), render[fmt](table)) for fmt in formats]
+    return [atomic_write_text(stem.with_suffix(f".{fmt}"), render[fmt](table)) for fmt in formats]
 
 
 def build_tables(output_dir: str, suite: str | None = None, plots: bool = True) -> list[Path]:

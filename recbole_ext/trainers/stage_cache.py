@@ -22,12 +22,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from recbole_ext.atomic import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +57,6 @@ def stage_key(stage: str, stage_config: Mapping[str, Any], previous_key: str | N
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StageCache:
@@ -107,8 +95,8 @@ class StageCache:
             return None
         weights, meta = self.paths(stage, key)
         state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-        _atomic_write(weights, lambda f: torch.save(state, f))
+        atomic_write(weights, lambda f: torch.save(state, f))
         text = json.dumps(_canonical({**description, "stage": stage, "key": key}), indent=1, sort_keys=True)
-        _atomic_write(meta, lambda f: f.write(text.encode("utf-8")))
+        atomic_write_text(meta, text)
         logger.info("stage %s cached in %s", stage, weights)
         return weights
