@@ -25,8 +25,10 @@ from typing import Any
 
 from recbole_ext import __version__, compat
 from recbole_ext.benchmark.records import (
+    METRIC_KEYS,
     RecordExistsError,
     config_hash,
+    metric_values,
     new_run_id,
     record_path,
     to_jsonable,
@@ -36,7 +38,6 @@ from recbole_ext.registry import PROJECT_ROOT, resolve
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 # Keys that differ between runs without changing what is trained (left out of config_hash).
 VOLATILE_KEYS = ("checkpoint_dir", "data_path", "device", "gpu_id", "show_progress", "state", "worker")
 
@@ -293,8 +294,8 @@ def _with_user_tokens(per_user: dict, dataset: Any) -> dict:
 
 
 def _metrics(result: dict | None) -> dict[str, float | None]:
-    result = {str(k).lower(): v for k, v in (result or {}).items()}
-    return {k: (float(result[k]) if k in result else None) for k in METRIC_KEYS}
+    values = metric_values(result)
+    return {k: values.get(k) for k in METRIC_KEYS}  # every key present, None when not computed
 
 
 def _log_result(record: dict) -> None:

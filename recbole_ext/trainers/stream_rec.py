@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbole_ext.benchmark.records import metric_values
 from recbole_ext.trainers.generative import GenerativeTrainer
 from recbole_ext.trainers.stage_cache import StageCache, stage_key
 
 logger = logging.getLogger(__name__)
 
-METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 #: Bump when a change of the code changes what a stage trains (invalidates every cached stage).
 STAGE_CACHE_VERSION = 1
 #: Keys every stage depends on (besides the dataset and semantic IDs, hashed separately).
@@ -64,11 +64,6 @@ class StageRun:
     test: dict[str, float] = field(default_factory=dict)
     per_user: dict | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _metrics(result: Any) -> dict[str, float]:
-    result = {str(k).lower(): v for k, v in dict(result or {}).items()}
-    return {k: float(result[k]) for k in METRIC_KEYS if k in result}
 
 
 class _Repeat:
@@ -176,7 +171,7 @@ class STREAMRecTrainer(GenerativeTrainer):
                     score, result = self._valid_epoch(valid_data, show_progress=show_progress)
                 self.cache.save(name, key, self.model.state_dict(),
                                 {"config": self.stage_config(name), "previous": previous, "data_key": data_key,
-                                 "valid": _metrics(result)})
+                                 "valid": metric_values(result)})
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             extra: dict[str, Any] = {"cached": hit is not None, "cache_key": key,
                                      "train_s": round(time.perf_counter() - start, 3), "epochs": epochs}
@@ -184,8 +179,8 @@ class STREAMRecTrainer(GenerativeTrainer):
                 extra["rl_stats"] = self.model.rl_stats_mean()  # over the stage's last epoch
             if hit is None and name == "sft":
                 extra["sft_stats"] = self.model.sft_stats()
-            self.stage_runs.append(StageRun(name, key, state, valid=_metrics(result), extra=extra))
-            logger.info("stage %s done: valid %s", name, _metrics(result))
+            self.stage_runs.append(StageRun(name, key, state, valid=metric_values(result), extra=extra))
+            logger.info("stage %s done: valid %s", name, metric_values(result))
             previous = key
         self.best_valid_score, self.best_valid_result = score, result
         return score, result
@@ -227,7 +222,7 @@ class STREAMRecTrainer(GenerativeTrainer):
             if hasattr(self, "last_eval_users"):
                 self.last_eval_users = []
             result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-            run.test = _metrics(result)
+            run.test = metric_values(result)
             run.per_user = self.per_user() if hasattr(self, "per_user") else None
             if hasattr(self.model, "record_extra"):
                 run.extra.update(self.model.record_extra())
