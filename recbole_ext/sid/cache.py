@@ -12,7 +12,9 @@ Config (a plain dict, e.g. the ``sid`` block of a model YAML)::
     allow_extra_items: false   # external only: ignore file entries for items not in the dataset
 
 The cache key hashes the item tokens (in order), the embedding bytes (shape and dtype included),
-the config and, for ``external``, the file's bytes. IDs are keyed by raw item tokens, never by
+the config (except ``rqvae.device``: where the RQ-VAE trained is not what the IDs are, so a cache
+built on a CPU serves GPU runs and vice versa, and every method on a dataset shares one set) and, for
+``external``, the file's bytes. IDs are keyed by raw item tokens, never by
 RecBole's remapped ids: use :meth:`SemanticIDs.codes_for_tokens` with
 ``dataset.field2id_token["item_id"]`` to get a table indexed by RecBole ids.
 """
@@ -90,7 +92,10 @@ class SemanticIDs:
 def _digest(item_tokens: list[str], embeddings: np.ndarray | None, cfg: dict) -> str:
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}\n".encode())
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    keyed = dict(cfg)
+    if isinstance(keyed.get("rqvae"), dict):
+        keyed["rqvae"] = {k: v for k, v in keyed["rqvae"].items() if k != "device"}
+    h.update(json.dumps(keyed, sort_keys=True, default=str).encode())
     h.update(f"\n{len(item_tokens)}\n".encode())
     for t in item_tokens:
         h.update(t.encode() + b"\x00")

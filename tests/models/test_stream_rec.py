@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from synthetic_data import TINY_GENERATIVE
+
 TINY = {
-    "sid_tokenizer": "random", "sid_levels": 2, "sid_codebook_size": 8, "sid_collision_codebook_size": 4,
-    "d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8,
-    "train_batch_size": 64, "eval_batch_size": 64, "epochs": 1, "num_beams": 10, "use_gpu": False,
+    **TINY_GENERATIVE, "sid_collision_codebook_size": 4,
     "neighbor_source": "sid", "reasoning_len": 2, "rl_group_size": 4, "rl_hard_negatives": 6,
 }
 
@@ -241,6 +241,9 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
     assert set(rec["stages"][1]["extra"]["sft_stats"]) == {"loss_sft", "loss_dpo", "loss_quant", "loss_state"}
     assert rec["extra"]["reasoning_len"] == 2 and rec["per_user"]["test"] == rec["stages"][-1]["per_user"]["test"]
     assert [e.label for e in record_entries(rec)] == ["STREAMRec (PT)", "STREAMRec (SFT)", "STREAMRec (RL)"]
+    assert rec["extra"]["lr_schedule"] == {  # per stage, from STREAMRec.yaml
+        "pt": {"warmup_steps": 1000, "decay": "inverse_sqrt"}, "sft": {"warmup_steps": 1000, "decay": "inverse_sqrt"},
+        "rl": {"warmup_steps": 0, "decay": "constant"}}
 
     # an SFT key changed: PT reused, SFT and RL retrained
     rec2 = run_tiny(tiny_dataset, tmp_path, "b", sft_dpo_weight=0.5)
@@ -250,6 +253,10 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
     rec3 = run_tiny(tiny_dataset, tmp_path, "c", sft_dpo_weight=0.5)
     assert [s["extra"]["cached"] for s in rec3["stages"]] == [True, True, True]
     assert [s["test"] for s in rec3["stages"]] == [s["test"] for s in rec2["stages"]]
+    # the SFT schedule is an SFT key too
+    rec_w = run_tiny(tiny_dataset, tmp_path, "w", sft_dpo_weight=0.5, sft_warmup_steps=10)
+    assert [s["extra"]["cached"] for s in rec_w["stages"]] == [True, False, False]
+    assert rec_w["extra"]["lr_schedule"]["sft"] == {"warmup_steps": 10, "decay": "inverse_sqrt"}
     # a subset from the command line: RL off, both stages reused
     rec4 = run_tiny(tiny_dataset, tmp_path, "d", sft_dpo_weight=0.5, stages="pt,sft")
     assert [(s["name"], s["extra"]["cached"]) for s in rec4["stages"]] == [("pt", True), ("sft", True)]

@@ -5,26 +5,15 @@ import json
 import pytest
 import torch
 
-from synthetic_data import write_sequences
+from synthetic_data import TINY_GENERATIVE, tiny_loaders, write_sequences
 
-TINY = {
-    "sid_tokenizer": "random", "sid_levels": 2, "sid_codebook_size": 8,
-    "d_model": 16, "d_ff": 32, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 8,
-    "train_batch_size": 64, "eval_batch_size": 64, "epochs": 1, "num_beams": 10, "use_gpu": False,
-}
+TINY = TINY_GENERATIVE
 
 
 def build(data_path, name, cache, **overrides):
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_ext.config import ExtConfig
     from recbole_ext.models.tiger import TIGER
 
-    config = ExtConfig("TIGER", name, config_dict={"data_path": data_path, "sid_cache_dir": str(cache), **TINY, **overrides})
-    init_seed(config["seed"], True)
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
+    config, (train, valid, test) = tiny_loaders("TIGER", data_path, name, cache, **overrides)
     return config, TIGER(config, train._dataset), test
 
 

@@ -61,6 +61,9 @@ def test_rqvae_cache_keyed_by_embeddings(tmp_path, monkeypatch):
     emb2[3, 2] += 1e-3
     build_semantic_ids(ITEMS, emb2, RQ, tmp_path)
     assert len(calls) == 2
+    # the training device is not part of the key: IDs built on a CPU serve a GPU run unchanged
+    on_gpu = build_semantic_ids(ITEMS, emb, {**RQ, "rqvae": {**RQ["rqvae"], "device": "cuda"}}, tmp_path)
+    assert len(calls) == 2 and torch.equal(on_gpu.codes, a.codes)
     with pytest.raises(ValueError, match="needs item embeddings"):
         build_semantic_ids(ITEMS, None, RQ, None)
 
