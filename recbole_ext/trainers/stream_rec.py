@@ -23,6 +23,7 @@ stage (the paper's PT / SFT / RL rows), each with its per-user test values and d
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -67,19 +68,21 @@ class StageRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Repeat:
-    """Yields each batch of ``data`` ``times`` times in a row (several GRPO updates per rollout batch)."""
+class _RolloutBatches:
+    """The first ``limit`` batches of ``data`` (all when None), each ``times`` times in a row
+    (several GRPO updates per rollout batch)."""
 
-    def __init__(self, data, times: int):
-        self.data, self.times = data, times
+    def __init__(self, data, times: int = 1, limit: int | None = None):
+        self.data, self.times, self.limit = data, times, limit
 
     def __iter__(self):
-        for batch in self.data:
+        for batch in itertools.islice(self.data, self.limit):
             for _ in range(self.times):
                 yield batch
 
     def __len__(self) -> int:
-        return len(self.data) * self.times
+        n = len(self.data) if self.limit is None else min(self.limit, len(self.data))
+        return n * self.times
 
 
 class STREAMRecTrainer(GenerativeTrainer):
@@ -198,20 +201,21 @@ class STREAMRecTrainer(GenerativeTrainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         stage = self.model.stage
         if stage == "sft" and self.model.reasoning_len > 0:
-            rounds = int(self.config["sft_rounds"] or 1)
+            rounds = self.config["sft_rounds"]  # None: relabel until early stopping ends SFT
             every = max(1, int(self.config["sft_round_epochs"] or 1))
-            if self._sft_rounds_done < rounds and epoch_idx % every == 0:
+            if (rounds is None or self._sft_rounds_done < int(rounds)) and epoch_idx % every == 0:
                 start = time.perf_counter()
                 n = self.model.collect_labels(train_data)
                 self._sft_rounds_done += 1
-                logger.info("SFT round %d/%d: labelled %d samples with %d reasoning tokens in %.1fs",
-                            self._sft_rounds_done, rounds, n, self.model.reasoning_len, time.perf_counter() - start)
+                logger.info("SFT round %d/%s: labelled %d samples with %d reasoning tokens in %.1fs",
+                            self._sft_rounds_done, rounds or "until early stopping", n, self.model.reasoning_len, time.perf_counter() - start)
         self.model.reset_rl_stats()
         self.model.reset_sft_stats()
         if stage == "rl":
             updates = max(1, self.model.rl_updates)
-            if updates > 1:
-                train_data = _Repeat(train_data, updates)
+            limit = self.config["rl_max_batches"]
+            if updates > 1 or limit is not None:
+                train_data = _RolloutBatches(train_data, updates, None if limit is None else int(limit))
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         if stage == "rl":
             logger.info("RL epoch %d: %s", epoch_idx, self.model.rl_stats_mean())

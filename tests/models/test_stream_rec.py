@@ -269,3 +269,57 @@ def test_parse_stages():
     for bad in ("sft,pt", "pt,pt", "", "pt,xx"):
         with pytest.raises(ValueError):
             parse_stages(bad)
+
+
+def _count_calls(monkeypatch, obj, name):
+    calls = []
+    real = getattr(obj, name)
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("rounds, expected", [(None, 3), (2, 2)])
+def test_sft_relabels_until_stopped_or_rounds(tiny_dataset, tmp_path, monkeypatch, rounds, expected):
+    from recbole_ext.config import ExtConfig
+    from recbole_ext.registry import resolve
+    from recbole_ext.trainers.stream_rec import STREAMRecTrainer
+
+    data_path, name = tiny_dataset
+    model, train = build("STREAMRec", data_path, name, tmp_path, sft_rounds=rounds, sft_round_epochs=1)
+    config = ExtConfig(resolve("STREAMRec"), name, config_dict={
+        "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, "sft_rounds": rounds,
+        "sft_round_epochs": 1, "stage_cache": False})
+    trainer = STREAMRecTrainer(config, model)
+    collections = _count_calls(monkeypatch, model, "collect_labels")
+    trainer._start_stage("sft")
+    model.begin_stage("sft")
+    for epoch in range(3):
+        trainer._train_epoch(train, epoch)
+    assert len(collections) == expected  # ~ = a new collection every sft_round_epochs, without a cap
+
+
+def test_rl_max_batches_caps_an_rl_epoch(tiny_dataset, tmp_path, monkeypatch):
+    from recbole_ext.config import ExtConfig
+    from recbole_ext.registry import resolve
+    from recbole_ext.trainers.stream_rec import STREAMRecTrainer
+
+    data_path, name = tiny_dataset
+    model, train = build("STREAMRec", data_path, name, tmp_path)
+    assert len(train) >= 3
+    for cap, updates, steps in [(2, 1, 2), (1, 2, 2), (None, 1, len(train))]:
+        config = ExtConfig(resolve("STREAMRec"), name, config_dict={
+            "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, "rl_max_batches": cap,
+            "rl_updates_per_batch": updates, "stage_cache": False})
+        model.rl_updates = updates
+        trainer = STREAMRecTrainer(config, model)
+        trainer._start_stage("rl")
+        model.begin_stage("rl")
+        losses = _count_calls(monkeypatch, model, "calculate_loss")
+        trainer._train_epoch(train, 0)
+        assert len(losses) == steps  # GRPO updates: batches x updates per rollout batch
+        monkeypatch.undo()
