@@ -82,7 +82,11 @@ def write_record(output_dir: str | Path, record: dict) -> Path:
     path = record_path(output_dir, record["dataset"], record["model"], record["run_id"])
     if path.exists():
         raise RecordExistsError(f"{path} exists; records are never overwritten (pick another --run_id)")
-    atomic_write_text(path, json.dumps(to_jsonable(record), indent=1, sort_keys=False) + "\n")
+    try:  # exclusive: a concurrent run that took the same run_id after the check above loses here
+        atomic_write_text(path, json.dumps(to_jsonable(record), indent=1, sort_keys=False) + "\n", exclusive=True)
+    except FileExistsError:
+        raise RecordExistsError(f"{path} was written by another run meanwhile; records are never "
+                                "overwritten (pick another --run_id)") from None
     logger.info("run record written: %s", path)
     return path
 
