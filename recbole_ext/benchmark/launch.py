@@ -45,6 +45,7 @@ from typing import Any
 from recbole_ext.atomic import atomic_write_text
 from recbole_ext.benchmark.collect import FAILED_SUFFIX, index_records, read_record
 from recbole_ext.benchmark.suite import Cell, Suite
+from recbole_ext.benchmark.staleness import stale_defaults, stale_message
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +251,12 @@ class SuiteRun:
         _atomic_json(self.sdir / "suite.json", self.suite.manifest())
         finished = index_records(self.out)
         todo = [c for c in self.suite.cells if c.id not in finished]
+        for cell in self.suite.cells:
+            if cell.id in finished:
+                record = read_record(finished[cell.id]) or {}
+                changes = stale_defaults(cell.model, cell.dataset, cell.overrides, record)
+                if changes:
+                    logger.warning(stale_message(cell.id, finished[cell.id], changes))
         skipped = len(self.suite.cells) - len(todo)
         logger.info("suite %s: %d cells, %d finished already (skipped), %d to run -> %s",
                     self.suite.name, len(self.suite.cells), skipped, len(todo), self.out)
