@@ -47,8 +47,9 @@ def stale_defaults(model: str, dataset: str, overrides: Mapping[str, Any], recor
     for key, now in sorted(default_layers(model, dataset).items()):
         if key in overrides or not isinstance(now, _SCALARS):
             continue
-        if key not in config:  # a default added since: the run did without it
-            changed.append(f"{key}: (absent) -> {now!r}")
+        if key not in config:  # a default added since: the run did without it (RecBole reads absent as None)
+            if now is not None:
+                changed.append(f"{key}: (absent) -> {now!r}")
             continue
         then = config[key]
         if isinstance(then, _SCALARS) and not _same(then, now):

@@ -23,7 +23,8 @@ def test_layers_follow_extconfig_order():
 
 def test_changed_added_and_overridden_keys():
     now = default_layers("TIGER", "ml-100k")
-    config = {k: v for k, v in now.items() if k != "warmup_steps"}
+    config = {k: v for k, v in now.items() if k not in ("warmup_steps", "train_time_budget_s")}
+    assert now["train_time_budget_s"] is None  # added as ~: absent and None mean the same to RecBole
     assert stale_defaults("TIGER", "ml-100k", {}, {"config": config}) == ["warmup_steps: (absent) -> 1000"]
     config.update(warmup_steps=1000, lr_decay="constant", learning_rate=0.001)
     assert stale_defaults("TIGER", "ml-100k", {}, {"config": config}) == ["lr_decay: 'constant' -> 'inverse_sqrt'"]
