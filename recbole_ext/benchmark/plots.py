@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recbole_ext.atomic import atomic_write
 from recbole_ext.benchmark.collect import Entry
 from recbole_ext.benchmark.stats import mean_std
 
@@ -121,12 +120,10 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
 
 
 def _save(fig: Any, plt: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
+    finally:
+        plt.close(fig)
 
 
 PLOTS = {"reasoning_length": plot_reasoning_length, "frontier": plot_frontier}

@@ -512,9 +512,7 @@ class STREAMRec(SIDGenerativeRecommender):
             logp = dec.step(cur) + allowed[pos]  # [B, G, V]
             d = pos - l
             if self.rl_constrained and d >= 0:
-                lo_d, hi_d = self.vocab.level_range(d)
-                ok = trie.children(d, node) >= 0  # [B, G, K_d]
-                logp[..., lo_d:hi_d] = logp[..., lo_d:hi_d].masked_fill(~ok, float("-inf"))
+                self._mask_off_trie(logp, trie, d, node)
             probs = torch.softmax(logp / self.rl_temperature, dim=-1)
             cur = torch.multinomial(probs.reshape(b * group, -1), 1).view(b, group)
             if d >= 0:
@@ -532,11 +530,15 @@ class STREAMRec(SIDGenerativeRecommender):
             codes = self.vocab.decode(tokens[:, l:])  # [N, m]
             node = torch.zeros(n, dtype=torch.long, device=tokens.device)
             for d in range(self.m):
-                lo_d, hi_d = self.vocab.level_range(d)
-                ok = trie.children(d, node) >= 0  # [N, K_d]
-                mask[:, l + d, lo_d:hi_d] = mask[:, l + d, lo_d:hi_d].masked_fill(~ok, float("-inf"))
+                self._mask_off_trie(mask[:, l + d], trie, d, node)
                 node = trie.advance(d, node, codes[:, d])
         return mask
+
+    def _mask_off_trie(self, scores: Tensor, trie, d: int, node: Tensor) -> None:
+        """In place: -inf on the level-d codes of ``scores`` [..., V] that are no child of ``node`` [...]."""
+        lo_d, hi_d = self.vocab.level_range(d)
+        ok = trie.children(d, node) >= 0  # [..., K_d]
+        scores[..., lo_d:hi_d] = scores[..., lo_d:hi_d].masked_fill(~ok, float("-inf"))
 
     @torch.no_grad()
     def score_after_thinking(self, t5, enc: Tensor, emask: Tensor, think: Tensor, cand: Tensor) -> Tensor:

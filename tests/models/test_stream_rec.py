@@ -13,16 +13,22 @@ TINY = {
 }
 
 
+def tiny_config(model_name, data_path, name, tmp_path, **overrides):
+    from recbole_ext.config import ExtConfig
+    from recbole_ext.registry import resolve
+
+    return ExtConfig(resolve(model_name), name, config_dict={
+        "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, **overrides})
+
+
 def build(model_name, data_path, name, tmp_path, **overrides):
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
-    from recbole_ext.config import ExtConfig
     from recbole_ext.registry import resolve
 
     resolved = resolve(model_name)
-    config = ExtConfig(resolved, name, config_dict={
-        "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, **overrides})
+    config = tiny_config(model_name, data_path, name, tmp_path, **overrides)
     init_seed(config["seed"], True)
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
@@ -285,16 +291,12 @@ def _count_calls(monkeypatch, obj, name):
 
 @pytest.mark.parametrize("rounds, expected", [(None, 3), (2, 2)])
 def test_sft_relabels_until_stopped_or_rounds(tiny_dataset, tmp_path, monkeypatch, rounds, expected):
-    from recbole_ext.config import ExtConfig
-    from recbole_ext.registry import resolve
     from recbole_ext.trainers.stream_rec import STREAMRecTrainer
 
     data_path, name = tiny_dataset
-    model, train = build("STREAMRec", data_path, name, tmp_path, sft_rounds=rounds, sft_round_epochs=1)
-    config = ExtConfig(resolve("STREAMRec"), name, config_dict={
-        "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, "sft_rounds": rounds,
-        "sft_round_epochs": 1, "stage_cache": False})
-    trainer = STREAMRecTrainer(config, model)
+    settings = {"sft_rounds": rounds, "sft_round_epochs": 1, "stage_cache": False}
+    model, train = build("STREAMRec", data_path, name, tmp_path, **settings)
+    trainer = STREAMRecTrainer(tiny_config("STREAMRec", data_path, name, tmp_path, **settings), model)
     collections = _count_calls(monkeypatch, model, "collect_labels")
     trainer._start_stage("sft")
     model.begin_stage("sft")
@@ -304,17 +306,14 @@ def test_sft_relabels_until_stopped_or_rounds(tiny_dataset, tmp_path, monkeypatc
 
 
 def test_rl_max_batches_caps_an_rl_epoch(tiny_dataset, tmp_path, monkeypatch):
-    from recbole_ext.config import ExtConfig
-    from recbole_ext.registry import resolve
     from recbole_ext.trainers.stream_rec import STREAMRecTrainer
 
     data_path, name = tiny_dataset
     model, train = build("STREAMRec", data_path, name, tmp_path)
     assert len(train) >= 3
     for cap, updates, steps in [(2, 1, 2), (1, 2, 2), (None, 1, len(train))]:
-        config = ExtConfig(resolve("STREAMRec"), name, config_dict={
-            "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, "rl_max_batches": cap,
-            "rl_updates_per_batch": updates, "stage_cache": False})
+        config = tiny_config("STREAMRec", data_path, name, tmp_path, rl_max_batches=cap,
+                             rl_updates_per_batch=updates, stage_cache=False)
         model.rl_updates = updates
         trainer = STREAMRecTrainer(config, model)
         trainer._start_stage("rl")
