@@ -15,6 +15,7 @@ highest precedence (see :mod:`recbole_ext.config`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if "list" in switches:
         _list_models_and_datasets()
         return 0
-    output_dir = own.get("output_dir", DEFAULT_OUTPUT_DIR)
+    output_dir = os.path.expanduser(own.get("output_dir", DEFAULT_OUTPUT_DIR))  # a relative one is the cwd's
     # progress of suites and table writing (a single run sets up its own log file as well)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if "tables" in switches:
@@ -126,7 +127,7 @@ def _format_metrics(record: dict) -> str:
 
 
 def _build_tables(output_dir: str) -> int:
-    from recbole_ext.benchmark.tables import build_tables
+    from recbole_ext.benchmark import build_tables
 
     for path in build_tables(output_dir):
         logger.info("table written: %s", path)
@@ -134,7 +135,7 @@ def _build_tables(output_dir: str) -> int:
 
 
 def _run_suite(own: dict[str, str], overrides: dict[str, Any], output_dir: str) -> int:
-    from recbole_ext.benchmark.suite import run_suite
+    from recbole_ext.benchmark import run_suite
 
     gpus = [g for g in own.get("gpus", "").split(",") if g] or None
     return run_suite(

@@ -1,15 +1,20 @@
-"""Model registry: a model name resolves to its class, its trainer and its default YAML.
+"""Model registry: a model name resolves to its class, its trainer, its group and its default YAML.
 
 Our plugins are listed as lazy ``"module:Class"`` strings, so importing this module imports
 neither transformers nor the models. A name that is not a plugin falls through to RecBole's own
 built-ins (``recbole.utils.get_model`` / ``get_trainer``), so Caser, GRU4Rec, SASRec and BERT4Rec
 run through the same path with RecBole's own code. A plugin may not take a built-in's name:
 RecBole resolves names case-insensitively by file name, so a clash would be silent.
+
+Every entry declares its group (one of :data:`MODEL_GROUPS`; built-ins are ``traditional``), which
+the benchmark tables use to section their rows. A plugin may also declare a family: the YAML file
+``properties/family/<family>.yaml`` of keys its family shares, layered before the model's own file.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -21,6 +26,11 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PROPERTIES_DIR = PROJECT_ROOT / "properties"
 MODEL_YAML_DIR = PROPERTIES_DIR / "model"
+FAMILY_YAML_DIR = PROPERTIES_DIR / "family"
+
+#: Model groups, in the order the benchmark tables show them.
+MODEL_GROUPS = ("traditional", "generative", "reasoning")
+BUILTIN_GROUP = "traditional"  # every RecBole built-in
 
 # RecBole's model sub-packages searched by recbole.utils.get_model (exlib needs xgboost/lightgbm).
 _RECBOLE_MODEL_PACKAGES = (
@@ -37,16 +47,27 @@ class UnknownModelError(ValueError):
 
 @dataclass(frozen=True)
 class PluginSpec:
-    """One plugin: lazy ``module:Class`` references and its documented default YAML."""
+    """One plugin: lazy ``module:Class`` references, its group and its documented default YAML."""
 
     name: str
     model: str
+    group: str  # one of MODEL_GROUPS
     trainer: str | None = None  # None: RecBole's trainer for the model's type
     yaml: Path | None = None  # default: properties/model/<name>.yaml
+    family: str | None = None  # properties/family/<family>.yaml, layered before the model's YAML
 
     @property
     def yaml_file(self) -> Path:
         return self.yaml if self.yaml is not None else MODEL_YAML_DIR / f"{self.name}.yaml"
+
+    @property
+    def family_file(self) -> Path | None:
+        return FAMILY_YAML_DIR / f"{self.family}.yaml" if self.family is not None else None
+
+    @property
+    def yaml_files(self) -> list[Path]:
+        """The default YAML layers that exist, lowest first: the family's, then the model's."""
+        return [p for p in (self.family_file, self.yaml_file) if p is not None and p.is_file()]
 
 
 @dataclass
@@ -56,6 +77,7 @@ class ResolvedModel:
     name: str
     model_class: type
     trainer_class: type
+    group: str
     yaml_files: list[Path] = field(default_factory=list)
     builtin: bool = False
 
@@ -72,6 +94,11 @@ def _recbole_model_dir() -> Path:
 
 def builtin_model_names() -> list[str]:
     """Class names of RecBole's built-in models (read from the installed package, not imported)."""
+    return list(_builtin_model_names())
+
+
+@functools.cache
+def _builtin_model_names() -> tuple[str, ...]:  # the installed package does not change while we run
     names = []
     for package in _RECBOLE_MODEL_PACKAGES:
         init = _recbole_model_dir() / package / "__init__.py"
@@ -80,7 +107,7 @@ def builtin_model_names() -> list[str]:
             parts = line.split()
             if len(parts) == 4 and parts[0] == "from" and parts[2] == "import" and parts[3] != "*":
                 names.append(parts[3])
-    return sorted(set(names))
+    return tuple(sorted(set(names)))
 
 
 def is_builtin(name: str) -> bool:
@@ -89,8 +116,13 @@ def is_builtin(name: str) -> bool:
     return any((model_dir / pkg / f"{name.lower()}.py").is_file() for pkg in _RECBOLE_MODEL_PACKAGES)
 
 
-def register(name: str, model: str, trainer: str | None = None, yaml: Path | str | None = None) -> PluginSpec:
-    """Register a plugin model. Raises if the name is taken by a built-in or another plugin."""
+def register(name: str, model: str, trainer: str | None = None, yaml: Path | str | None = None, *,
+             group: str, family: str | None = None) -> PluginSpec:
+    """Register a plugin model of ``group`` (and ``family``, if any).
+
+    Raises if the name is taken by a built-in or another plugin, if the group is not one of
+    :data:`MODEL_GROUPS`, or if the family has no file in ``properties/family/``.
+    """
     if is_builtin(name):
         raise ValueError(
             f"plugin name {name!r} would shadow RecBole's built-in model of the same name "
@@ -99,7 +131,12 @@ def register(name: str, model: str, trainer: str | None = None, yaml: Path | str
     clash = next((p for p in _PLUGINS if p.lower() == name.lower()), None)
     if clash is not None and _PLUGINS[clash].model != model:
         raise ValueError(f"plugin name {name!r} is already registered for {_PLUGINS[clash].model}")
-    spec = PluginSpec(name, model, trainer, Path(yaml) if yaml is not None else None)
+    if group not in MODEL_GROUPS:
+        raise ValueError(f"plugin {name!r}: unknown group {group!r}; choose one of {list(MODEL_GROUPS)}")
+    spec = PluginSpec(name, model, group, trainer, Path(yaml) if yaml is not None else None, family)
+    if spec.family_file is not None and not spec.family_file.is_file():
+        known = sorted(p.stem for p in FAMILY_YAML_DIR.glob("*.yaml"))
+        raise ValueError(f"plugin {name!r}: family {family!r} has no file {spec.family_file}; known families: {known}")
     _PLUGINS[name] = spec
     return spec
 
@@ -113,6 +150,11 @@ def plugin_names() -> list[str]:
     return sorted(_PLUGINS)
 
 
+def plugin_spec(name: str) -> PluginSpec:
+    """The registered entry of a plugin (``KeyError`` for a name that is not one)."""
+    return _PLUGINS[name]
+
+
 def available_models() -> list[str]:
     """Every name the runner accepts: our plugins, then RecBole's built-ins."""
     return plugin_names() + [n for n in builtin_model_names() if n not in _PLUGINS]
@@ -123,8 +165,47 @@ def _import_ref(ref: str) -> type:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def _is_known_builtin(name: str) -> bool:
+    return is_builtin(name) and name in builtin_model_names()
+
+
+def _unknown_model(name: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, available_models(), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(
+        f"unknown model {name!r}.{hint} Available: plugins {plugin_names()}; "
+        f"RecBole built-ins {builtin_model_names()}"
+    )
+
+
+def model_group(name: str) -> str:
+    """The group of a model (one of :data:`MODEL_GROUPS`); built-ins are ``traditional``.
+
+    Imports nothing. Raises :class:`UnknownModelError` for a name that is neither a plugin nor a built-in.
+    """
+    if name in _PLUGINS:
+        return _PLUGINS[name].group
+    if _is_known_builtin(name):
+        return BUILTIN_GROUP
+    raise _unknown_model(name)
+
+
+def yaml_files(name: str) -> list[Path]:
+    """A model's default YAML layers that exist, lowest first (family, then model); imports nothing.
+
+    A built-in has at most its own optional ``properties/model/<Name>.yaml`` (protocol overrides for a
+    baseline). Raises :class:`UnknownModelError` for a name that is neither a plugin nor a built-in.
+    """
+    if name in _PLUGINS:
+        return _PLUGINS[name].yaml_files
+    if _is_known_builtin(name):
+        own_yaml = MODEL_YAML_DIR / f"{name}.yaml"
+        return [own_yaml] if own_yaml.is_file() else []
+    raise _unknown_model(name)
+
+
 def resolve(name: str) -> ResolvedModel:
-    """Resolve a model name to its class, trainer class and default YAML files."""
+    """Resolve a model name to its class, trainer class, group and default YAML files."""
     from recbole_ext import compat
 
     compat.apply()
@@ -137,24 +218,18 @@ def resolve(name: str) -> ResolvedModel:
             from recbole.utils import get_trainer
 
             trainer_class = get_trainer(model_class.type, name)
-        yaml_files = [spec.yaml_file] if spec.yaml_file.is_file() else []
-        return ResolvedModel(name, model_class, trainer_class, yaml_files, builtin=False)
-    if is_builtin(name) and name in builtin_model_names():
+        return ResolvedModel(name, model_class, trainer_class, spec.group, spec.yaml_files, builtin=False)
+    if _is_known_builtin(name):
         from recbole.utils import get_model, get_trainer
 
         model_class = get_model(name)
         trainer_class = get_trainer(model_class.type, name)
-        own_yaml = MODEL_YAML_DIR / f"{name}.yaml"  # optional protocol overrides for a baseline
-        return ResolvedModel(name, model_class, trainer_class, [own_yaml] if own_yaml.is_file() else [], builtin=True)
-    known = available_models()
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(
-        f"unknown model {name!r}.{hint} Available: plugins {plugin_names()}; "
-        f"RecBole built-ins {builtin_model_names()}"
-    )
+        return ResolvedModel(name, model_class, trainer_class, BUILTIN_GROUP, yaml_files(name), builtin=True)
+    raise _unknown_model(name)
 
 
 # --- our plugins (lazy references; the modules are imported only when resolved) ---------------
-register("TIGER", "recbole_ext.models.tiger:TIGER", "recbole_ext.trainers.generative:GenerativeTrainer")
-register("STREAMRec", "recbole_ext.models.stream_rec:STREAMRec", "recbole_ext.trainers.stream_rec:STREAMRecTrainer")
+register("TIGER", "recbole_ext.models.tiger:TIGER", "recbole_ext.trainers.generative:GenerativeTrainer",
+         group="generative", family="sid_generative")
+register("STREAMRec", "recbole_ext.models.stream_rec:STREAMRec", "recbole_ext.trainers.staged:StagedTrainer",
+         group="reasoning", family="sid_generative")

@@ -5,10 +5,11 @@ config, build RecBole's dataset and dataloaders, train with the model's trainer,
 checkpoint, and store one run record. Logs, checkpoints and tensorboard files go to
 ``<output_dir>/artifacts/<dataset>/<model>/<run_id>/``, never the working directory.
 
-Trainers may add to the record through two optional methods:
-``record_stages() -> list[dict]`` (multi-stage models: one entry per stage with ``name``, ``valid``,
-``test``, ``per_user``) and ``record_extra() -> dict`` (e.g. invalid-generation rate, decoding time);
-a model may define ``record_extra()`` too.
+Every trainer is a :class:`~recbole_ext.trainers.reporting.ReportingTrainer` (RecBole's own
+trainers get it mixed in by ``reporting_trainer``): it hands the runner epoch times, per-user test
+values (``per_user()``), record extras (``record_extra()``: e.g. invalid-generation rate, decoding
+time) and stage rows (``record_stages()``: one entry per stage with ``name``, ``valid``, ``test``,
+``per_user``; [] for single-stage trainers).
 """
 
 from __future__ import annotations
@@ -25,21 +26,18 @@ from typing import Any
 
 from recbole_ext import __version__, compat
 from recbole_ext.benchmark.records import (
-    METRIC_KEYS,
     RecordExistsError,
     config_hash,
-    metric_values,
     new_run_id,
     record_path,
     to_jsonable,
     write_record,
 )
+from recbole_ext.metrics import METRIC_KEYS, metric_values
 from recbole_ext.registry import PROJECT_ROOT, resolve
 
 logger = logging.getLogger(__name__)
 
-# Keys that differ between runs without changing what is trained (left out of config_hash).
-VOLATILE_KEYS = ("checkpoint_dir", "data_path", "device", "gpu_id", "show_progress", "state", "worker")
 
 
 class UnknownDatasetError(ValueError):
@@ -64,65 +62,6 @@ def resolve_dataset(name: str, data_path: str | None) -> str:
             f"{root / name / (name + '.inter')}{'; prepared folders there: ' + ', '.join(found) if found else ''}. "
             "Point --data_path (or RECBOLE_EXT_DATA) at the folder holding <name>/<name>.inter."
         ) from None
-
-
-def per_user_metrics(struct: Any, config: Any) -> dict[str, list[float]]:
-    """Per-user metric values from RecBole's collected ``rec.topk``, via RecBole's own metrics."""
-    from recbole.evaluator.metrics import NDCG, Hit
-
-    out: dict[str, list[float]] = {}
-    for name, metric_class in (("hit", Hit), ("ndcg", NDCG)):
-        metric = metric_class(config)
-        pos_index, pos_len = metric.used_info(struct)
-        values = metric.metric_info(pos_index, pos_len) if name == "ndcg" else metric.metric_info(pos_index)
-        for k in config["topk"]:
-            out[f"{name}@{k}"] = [float(v) for v in values[:, k - 1]]
-    return out
-
-
-def instrumented(trainer_class: type) -> type:
-    """A subclass of ``trainer_class`` that times epochs and keeps the last evaluation's per-user data."""
-
-    class Instrumented(trainer_class):
-        def __init__(self, config, model):
-            super().__init__(config, model)
-            self.epoch_seconds: list[float] = []
-            self.last_eval_users: list[int] = []
-            self.last_eval_struct = None
-            evaluate_struct = self.evaluator.evaluate
-
-            def keep_struct(struct):
-                self.last_eval_struct = struct
-                return evaluate_struct(struct)
-
-            self.evaluator.evaluate = keep_struct
-
-        def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
-            start = time.perf_counter()
-            loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
-            self.epoch_seconds.append(time.perf_counter() - start)
-            return loss
-
-        def evaluate(self, eval_data, *args, **kwargs):
-            self.last_eval_users = []
-            return super().evaluate(eval_data, *args, **kwargs)
-
-        def _full_sort_batch_eval(self, batched_data):
-            interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
-            self.last_eval_users.extend(int(u) for u in interaction[self.config["USER_ID_FIELD"]].tolist())
-            return interaction, scores, positive_u, positive_i
-
-        def per_user(self) -> dict | None:
-            if self.last_eval_struct is None or not self.last_eval_users:
-                return None
-            values = per_user_metrics(self.last_eval_struct, self.config)
-            if len(self.last_eval_users) != len(next(iter(values.values()))):
-                return None
-            return {"user_ids": list(self.last_eval_users), **values}
-
-    Instrumented.__name__ = trainer_class.__name__
-    Instrumented.__qualname__ = trainer_class.__qualname__
-    return Instrumented
 
 
 def git_commit() -> str:
@@ -194,21 +133,25 @@ def run(
 ) -> dict:
     """Train and test ``model`` on ``dataset``; store and return the run record."""
     compat.apply()
-    overrides = dict(overrides or {})
-    output_dir = Path(output_dir).resolve()
+    from recbole_ext.config import PATH_KEYS, ExtConfig, load_yaml_file, resolve_paths
+
+    # Paths are the caller's working directory's (``~`` expanded), here and in the config files:
+    # resolved now, before the run moves into its artifacts folder.
+    overrides = resolve_paths(overrides or {})
+    output_dir = Path(output_dir).expanduser().resolve()
     run_id = run_id or new_run_id()
-    config_files = [str(Path(f).resolve()) for f in (config_files or [])]
+    config_files = [str(Path(f).expanduser().resolve()) for f in (config_files or [])]
+    file_paths: dict[str, Any] = {}
+    for file in config_files:  # fail on a bad file before anything is written
+        values = resolve_paths(load_yaml_file(file))
+        file_paths.update((k, values[k]) for k in PATH_KEYS if values.get(k) is not None)
 
     setup_logging(level=overrides.get("state", "INFO"))  # stderr only until the run folder exists
     resolved = resolve(model)  # unknown model → UnknownModelError, before any work
     target = record_path(output_dir, dataset, resolved.name, run_id)
     if target.exists():
         raise RecordExistsError(f"{target} exists; records are never overwritten (pick another --run_id)")
-    data_path = resolve_dataset(dataset, overrides.pop("data_path", None))
-    from recbole_ext.config import ExtConfig, load_yaml_file
-
-    for file in config_files:  # fail on a bad file before anything is written
-        load_yaml_file(file)
+    data_path = resolve_dataset(dataset, overrides.pop("data_path", file_paths.pop("data_path", None)))
     artifacts = output_dir / "artifacts" / dataset / resolved.name / run_id
     setup_logging(artifacts / "run.log", level=overrides.get("state", "INFO"))
     logger.info("run %s: %s on %s, artifacts in %s", run_id, resolved.name, dataset, artifacts)
@@ -218,7 +161,7 @@ def run(
             resolved,
             dataset,
             config_file_list=config_files,
-            config_dict={"checkpoint_dir": str(artifacts / "checkpoints"), "data_path": data_path},
+            config_dict={"checkpoint_dir": str(artifacts / "checkpoints"), **file_paths, "data_path": data_path},
             cmd_dict=overrides,
         )
         record = _train_and_test(config, resolved)
@@ -232,6 +175,9 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import init_seed
 
+    from recbole_ext.config import RUN_LOCAL_KEYS
+    from recbole_ext.trainers.reporting import reporting_trainer
+
     started_with = versions()  # the code that trains, not the code at the end of a long run
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
@@ -239,7 +185,7 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = resolved.model_class(config, train_data._dataset).to(config["device"])
-    trainer = instrumented(resolved.trainer_class)(config, model)
+    trainer = reporting_trainer(resolved.trainer_class)(config, model)
 
     start = time.perf_counter()
     _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=config["show_progress"])
@@ -255,7 +201,7 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
         "dataset": config["dataset"],
         "seed": config["seed"],
         "config": to_jsonable(config.final_config_dict),
-        "config_hash": config_hash(config.final_config_dict, ignore=VOLATILE_KEYS),
+        "config_hash": config_hash(config.final_config_dict, ignore=RUN_LOCAL_KEYS),
         "valid": _metrics(best_valid),
         "test": _metrics(test_result),
         "timings": {
@@ -271,15 +217,13 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     per_user = trainer.per_user()
     if per_user is not None:
         record["per_user"] = {"test": _with_user_tokens(per_user, dataset)}
-    extra: dict[str, Any] = {}
-    for source in (model, trainer):
-        if hasattr(source, "record_extra"):
-            extra.update(source.record_extra())
+    extra = trainer.record_extra()
     if extra:
         record["extra"] = extra
-    if hasattr(trainer, "record_stages"):
-        record["stages"] = trainer.record_stages()
-        for stage in record["stages"]:
+    stages = trainer.record_stages()
+    if stages:
+        record["stages"] = stages
+        for stage in stages:
             if stage.get("per_user", {}).get("test"):
                 stage["per_user"]["test"] = _with_user_tokens(stage["per_user"]["test"], dataset)
     return record

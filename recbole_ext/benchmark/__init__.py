@@ -14,12 +14,16 @@ __all__ = ["build_tables", "load_suite", "run_suite"]
 
 
 def __getattr__(name: str) -> Any:  # PEP 562 lazy attributes
-    if name in ("run_suite", "load_suite"):
+    if name == "load_suite":
         from recbole_ext.benchmark import suite
 
-        return getattr(suite, name)
-    if name == "build_tables":
-        from recbole_ext.benchmark import tables
+        return suite.load_suite
+    if name == "run_suite":
+        from recbole_ext.benchmark import launch
 
-        return tables.build_tables
+        return launch.run_suite
+    if name == "build_tables":
+        from recbole_ext.benchmark import report
+
+        return report.build_tables
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

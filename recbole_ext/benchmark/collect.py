@@ -23,20 +23,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recbole_ext.registry import BUILTIN_GROUP, MODEL_GROUPS, UnknownModelError, model_group
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMA = 1
 FAILED_SUFFIX = ".failed.json"
 
-#: Default method groups, in display order. Models not listed here go to "Generative".
-TRADITIONAL = ("Caser", "GRU4Rec", "SASRec", "BERT4Rec")
-GENERATIVE = ("TIGER", "STREAMRec", "LASAR", "TwiSTAR")
-GROUP_ORDER = ("Traditional", "Generative")
+
+def group_title(group: str) -> str:
+    """A registry group as a table section: ``"traditional"`` -> ``"Traditional"``."""
+    return group.capitalize()
+
+
+#: Table sections of the registry's model groups, in display order; other sections follow.
+GROUP_ORDER = tuple(group_title(g) for g in MODEL_GROUPS)
+#: The section whose best method is the "best baseline" of the significance tests.
+BASELINE_GROUP = group_title(BUILTIN_GROUP)
+#: The section of a model this process's registry does not know (e.g. a plugin registered elsewhere).
+UNKNOWN_GROUP = "Other"
 
 
 def default_group(model: str) -> str:
-    """Group of a model when no suite says otherwise."""
-    return "Traditional" if model in TRADITIONAL else "Generative"
+    """Section of a model when no suite says otherwise: its registry group."""
+    try:
+        return group_title(model_group(model))
+    except UnknownModelError:
+        return UNKNOWN_GROUP
 
 
 @dataclass
@@ -226,12 +239,7 @@ def collect_entries(
                                old.run_id, e.run_id)
                 if old.created > e.created:
                     continue
-            head = (info.order, "") if info else (_default_rank(e.model), e.model)
+            head = (info.order, "") if info else (0, e.model)  # suite order, else by name within a group
             e.order = head + e.order
             chosen[key] = e
     return list(chosen.values())
-
-
-def _default_rank(model: str) -> int:
-    known = TRADITIONAL + GENERATIVE
-    return known.index(model) if model in known else len(known)

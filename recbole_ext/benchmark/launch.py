@@ -1,5 +1,8 @@
 """Execute a suite's cells: one process per cell, resumable, failure-isolated, scalable.
 
+:func:`run_suite` parses a suite (``suite.py``), runs its unfinished cells (:class:`SuiteRun`,
+each cell's command from :func:`default_command`) and then rebuilds its tables (``report.py``).
+
 Files under ``DIR/suites/<name>/``:
 
 - ``suite.json``: the expanded suite (cells with ids, labels, groups; table options), read by
@@ -26,16 +29,18 @@ submitit's LocalExecutor (local subprocesses, for testing).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +49,7 @@ from typing import Any
 
 from recbole_ext.atomic import atomic_write_text
 from recbole_ext.benchmark.collect import FAILED_SUFFIX, index_records, read_record
-from recbole_ext.benchmark.suite import Cell, Suite
+from recbole_ext.benchmark.suite import REPO_ROOT, Cell, Suite, SuiteError, load_suite
 from recbole_ext.benchmark.staleness import stale_defaults, stale_message
 
 logger = logging.getLogger(__name__)
@@ -64,6 +69,30 @@ class CellResult:
     returncode: int | None
     elapsed_s: float
     error: str = ""
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+CommandBuilder = Callable[[Cell, Path], list[str]]
+
+
+def format_value(value: Any) -> str:
+    """A value as RecBole's command-line parser reads it back (it ``eval``s literals)."""
+    if isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def default_command(cell: Cell, output_dir: Path) -> list[str]:
+    """The command that runs one cell: ``python run_benchmark.py --model=M --dataset=D --seed=S
+    --output_dir=DIR --run_id=ID --no_tables --key=value ...`` (overrides in sorted order; tables
+    are rebuilt once, after the suite)."""
+    cmd = [sys.executable, str(REPO_ROOT / "run_benchmark.py"), f"--model={cell.model}",
+           f"--dataset={cell.dataset}", f"--seed={cell.seed}", f"--output_dir={output_dir}",
+           f"--run_id={cell.id}", "--no_tables"]
+    cmd += [f"--{k}={format_value(v)}" for k, v in sorted(cell.overrides.items())]
+    return cmd
 
 
 def _now() -> str:
@@ -141,7 +170,7 @@ class SuiteRun:
     """Runs a parsed suite's cells into an output directory."""
 
     def __init__(self, suite: Suite, output_dir: Path,
-                 command_builder: Callable[[Cell, Path], list[str]]) -> None:
+                 command_builder: CommandBuilder) -> None:
         self.suite = suite
         self.out = Path(output_dir).resolve()
         self.sdir = self.out / "suites" / suite.name
@@ -363,3 +392,57 @@ class SuiteRun:
             if pending:
                 time.sleep(0.5)
         return results
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (Slurm time limit, ``kill``) into SystemExit so running cells are killed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_suite(suite: str, output_dir: str, gpus: list[str] | None = None,
+              launcher: str = "local", extra_overrides: dict[str, Any] | None = None, *,
+              command_builder: CommandBuilder | None = None, tables: bool = True) -> int:
+    """Run every unfinished cell of ``suite`` into ``output_dir``, then rebuild its tables.
+
+    ``gpus`` (e.g. ``["0", "1"]``) runs one cell per GPU at a time (``CUDA_VISIBLE_DEVICES``
+    per subprocess); ``launcher`` is ``"local"``, ``"slurm"`` (submitit) or
+    ``"submitit-local"`` (submitit's LocalExecutor, for testing). ``command_builder`` replaces
+    :func:`default_command` (tests use a fake cell script). Returns 0 when every cell has a
+    record, 1 when some cell failed, 2 when the suite itself is invalid.
+    """
+    try:
+        parsed = load_suite(suite, extra_overrides)
+    except SuiteError as exc:
+        logger.error("%s", exc)
+        return 2
+    run = SuiteRun(parsed, Path(output_dir), command_builder or default_command)
+    try:
+        with _sigterm_as_exit():
+            failed = run.run(gpus=gpus, launcher=launcher)
+    except (ImportError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    if tables:
+        from recbole_ext.benchmark.report import build_tables
+
+        try:
+            build_tables(output_dir, suite=parsed.name)
+        except Exception:  # a table bug must not hide the records that were produced
+            logger.exception("building tables failed (records are kept under %s)", output_dir)
+            return 1
+    return 1 if failed else 0

@@ -1,10 +1,10 @@
 """PNG plots from stored records (matplotlib, Agg backend).
 
-- ``reasoning_length.png``: test NDCG@10 against the reasoning length ``l`` (read from the
+- ``reasoning_length.png``: test NDCG@10 (``metrics.PRIMARY_METRIC``) against the reasoning length ``l`` (read from the
   record's ``extra.reasoning_len`` or ``config.reasoning_len``), one line per dataset and
   method (and stage), mean over seeds with std error bars.
 - ``frontier.png``: accuracy/latency frontier, test NDCG@10 against ms per test user (see
-  ``tables.ms_per_user``), one panel per dataset, Pareto-optimal methods joined by a line.
+  ``measures.ms_per_user``), one panel per dataset, Pareto-optimal methods joined by a line.
 
 A plot without data is skipped with an info message.
 """
@@ -19,7 +19,9 @@ from typing import Any
 
 from recbole_ext.atomic import atomic_write
 from recbole_ext.benchmark.collect import Entry
+from recbole_ext.benchmark.measures import ms_per_user, reasoning_len_of
 from recbole_ext.benchmark.stats import mean_std
+from recbole_ext.metrics import PRIMARY_METRIC
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +35,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def reasoning_len_of(e: Entry) -> float | None:
-    """The reasoning length of an entry, or ``None``."""
-    for src in (e.extra, e.config):
-        v = src.get("reasoning_len")
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-    return None
-
-
 def plot_reasoning_length(entries: Sequence[Entry], path: Path) -> Path | None:
     """NDCG@10 vs reasoning length; ``None`` when no entry has a reasoning length."""
     series: dict[str, dict[float, list[float]]] = {}
     for e in entries:
         x = reasoning_len_of(e)
-        y = e.test.get("ndcg@10")
+        y = e.test.get(PRIMARY_METRIC)
         if x is None or y is None:
             continue
         name = f"{e.model}{f' ({e.stage.upper()})' if e.stage else ''} – {e.dataset}"
@@ -63,7 +56,7 @@ def plot_reasoning_length(entries: Sequence[Entry], path: Path) -> Path | None:
         ax.errorbar(xs, [s.mean for s in stats], yerr=[s.std or 0.0 for s in stats],
                     marker="o", capsize=3, label=name)
     ax.set_xlabel("reasoning length l")
-    ax.set_ylabel("NDCG@10 (test)")
+    ax.set_ylabel(f"{PRIMARY_METRIC.upper()} (test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -72,11 +65,9 @@ def plot_reasoning_length(entries: Sequence[Entry], path: Path) -> Path | None:
 
 def plot_frontier(entries: Sequence[Entry], path: Path) -> Path | None:
     """NDCG@10 vs ms/user per dataset; ``None`` when no entry has a latency."""
-    from recbole_ext.benchmark.tables import ms_per_user
-
     points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for e in entries:
-        x, y = ms_per_user(e), e.test.get("ndcg@10")
+        x, y = ms_per_user(e), e.test.get(PRIMARY_METRIC)
         if x is None or y is None:
             continue
         xs, ys = points.setdefault(e.dataset, {}).setdefault(e.label, ([], []))
@@ -102,7 +93,7 @@ def plot_frontier(entries: Sequence[Entry], path: Path) -> Path | None:
             ax.set_xscale("log")
         ax.set_title(ds)
         ax.set_xlabel("inference ms / user")
-        ax.set_ylabel("NDCG@10 (test)")
+        ax.set_ylabel(f"{PRIMARY_METRIC.upper()} (test)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, plt, path)

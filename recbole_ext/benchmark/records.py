@@ -26,15 +26,6 @@ RUNS_DIR = "runs"
 REQUIRED_FIELDS = ("schema_version", "model", "dataset", "seed", "config", "valid", "test", "timings", "versions", "device")
 
 
-METRIC_KEYS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")  # RecBole's lower-case keys, as stored
-
-
-def metric_values(result: Any) -> dict[str, float]:
-    """The stored metrics of a RecBole result dict (keys lower-cased; absent metrics left out)."""
-    result = {str(k).lower(): v for k, v in dict(result or {}).items()}
-    return {k: float(result[k]) for k in METRIC_KEYS if k in result}
-
-
 class RecordExistsError(FileExistsError):
     """A record with this run id is already stored; records are never overwritten."""
 

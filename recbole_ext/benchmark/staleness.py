@@ -1,9 +1,10 @@
 """Has a finished suite cell been trained under defaults that have changed since?
 
 Cell ids hash (model, dataset, seed, the suite's overrides), not the ``properties/`` YAML defaults,
-so a rerun after a default changed (say ``lr_decay`` in ``properties/model/TIGER.yaml``) would
-otherwise reuse the old record silently. :func:`stale_defaults` compares the record's resolved
-config with today's YAML layers for every scalar key the cell does not override; the suite warns
+so a rerun after a default changed (say ``lr_decay`` in ``properties/family/sid_generative.yaml``)
+would otherwise reuse the old record silently. :func:`stale_defaults` compares the record's resolved
+config with today's YAML layers (overall, dataset, then the registry's ``yaml_files`` of the model:
+its family's and its own) for every scalar key the cell does not override; the suite warns
 with the differences and says how to retrain. Dict- and list-valued keys are not compared (RecBole
 expands some of them, e.g. ``eval_args``), nor is code.
 """
@@ -17,16 +18,19 @@ from typing import Any
 
 import yaml
 
-from recbole_ext.registry import MODEL_YAML_DIR, PROPERTIES_DIR
+from recbole_ext.registry import PROPERTIES_DIR, UnknownModelError, yaml_files
 
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def default_layers(model: str, dataset: str) -> dict[str, Any]:
     """The keys our YAML layers set for (model, dataset), later layers winning (as ExtConfig)."""
+    try:
+        model_layers = yaml_files(model)
+    except UnknownModelError:  # a model this process does not know: only the protocol layers
+        model_layers = []
     merged: dict[str, Any] = {}
-    for path in (PROPERTIES_DIR / "overall.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
-                 MODEL_YAML_DIR / f"{model}.yaml"):
+    for path in (PROPERTIES_DIR / "overall.yaml", PROPERTIES_DIR / "dataset" / f"{dataset}.yaml", *model_layers):
         if path.is_file():
             merged.update(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     return merged

@@ -10,8 +10,8 @@ Conventions (stated once here, used by every table):
   each user contributes one paired observation. Two methods are then aligned on the user ids
   they share, and compared with a two-sided paired t-test (``scipy.stats.ttest_rel``) and a
   two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, zero differences dropped).
-- **best baseline**: for a metric and dataset, the "Traditional" method with the highest mean
-  (excluding the method being tested).
+- **best baseline**: for a metric and dataset, the method of the traditional group
+  (``collect.BASELINE_GROUP``) with the highest mean (excluding the method being tested).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recbole_ext.benchmark.collect import Entry
+from recbole_ext.benchmark.collect import BASELINE_GROUP, Entry
+from recbole_ext.metrics import METRIC_KEYS
 
 logger = logging.getLogger(__name__)
-
-METRICS = ("hit@5", "hit@10", "ndcg@5", "ndcg@10")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def mean_std(values: Iterable[float]) -> Summary:
     return Summary(float(arr.mean()), std, int(arr.size))
 
 
-def summarize(entries: Iterable[Entry], metrics: Sequence[str] = METRICS
+def summarize(entries: Iterable[Entry], metrics: Sequence[str] = METRIC_KEYS
               ) -> dict[tuple[str, str], dict[str, Summary]]:
     """``(label, dataset) -> metric -> Summary`` over the seeds of each method."""
     buckets: dict[tuple[str, str], list[Entry]] = {}
@@ -142,10 +141,10 @@ def paired_test(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarra
 def best_baseline(summary: dict[tuple[str, str], dict[str, Summary]],
                   groups: dict[str, str], dataset: str, metric: str,
                   exclude: str | None = None) -> str | None:
-    """Label of the best "Traditional" method on ``dataset`` for ``metric``."""
+    """Label of the best method of the traditional group on ``dataset`` for ``metric``."""
     best, best_val = None, -math.inf
     for (label, ds), metrics in sorted(summary.items()):
-        if ds != dataset or label == exclude or groups.get(label) != "Traditional":
+        if ds != dataset or label == exclude or groups.get(label) != BASELINE_GROUP:
             continue
         s = metrics.get(metric)
         if s is not None and s.n and s.mean > best_val:
@@ -153,9 +152,10 @@ def best_baseline(summary: dict[tuple[str, str], dict[str, Summary]],
     return best
 
 
-def compare_all(entries: Sequence[Entry], reference: str | None = "TIGER",
-                metrics: Sequence[str] = METRICS) -> list[Comparison]:
-    """Paired tests of every method vs ``reference`` and vs the best baseline, per dataset."""
+def compare_all(entries: Sequence[Entry], reference: str | None,
+                metrics: Sequence[str] = METRIC_KEYS) -> list[Comparison]:
+    """Paired tests of every method vs ``reference`` (a label; ``None``: none) and vs the best
+    baseline, per dataset."""
     summary = summarize(entries, metrics)
     groups = {e.label: e.group for e in entries}
     by_key: dict[tuple[str, str], list[Entry]] = {}

@@ -1,4 +1,4 @@
-"""Benchmark suites: YAML files in ``benchmarks/`` expanded into cells, run one process each.
+"""Benchmark suites: YAML files in ``benchmarks/`` parsed and expanded into cells (run by ``launch.py``).
 
 A suite file (``benchmarks/<name>.yaml``, or any path) has these keys::
 
@@ -14,7 +14,8 @@ A suite file (``benchmarks/<name>.yaml``, or any path) has these keys::
       - model: STREAMRec
         label: "STREAM-Rec (l={reasoning_len})"   # display name; {key} = an override's value,
                                                   # {variant}; {stage} places a stage's name
-        group: Generative            # "Traditional" | "Generative" | any; default by model
+        group: Reasoning             # table section, any text; default: the model's registry
+                                     # group as a title (Traditional | Generative | Reasoning)
         datasets: [scientific]       # optional restriction / replacement of the suite's list
         seeds: [2020, 2021]          # optional replacement of the suite's seeds
         overrides: {epochs: 50}
@@ -25,7 +26,8 @@ A suite file (``benchmarks/<name>.yaml``, or any path) has these keys::
     slurm: {...}                     # parameters for submitit's executor (launcher "slurm")
 
 Override precedence (later wins): suite ``overrides`` < ``dataset_overrides`` < the model's
-``overrides`` < variant < sweep value < ``extra_overrides`` given to :func:`run_suite`.
+``overrides`` < variant < sweep value < ``extra_overrides`` given to :func:`load_suite`
+(``launch.run_suite`` passes the command line's).
 
 A cell is (model, dataset, seed, overrides); its id ``<model>-<dataset>-s<seed>-<hash>`` hashes
 exactly these (canonical JSON, sorted keys), so it is stable across runs and independent of the
@@ -34,22 +36,20 @@ rerun recognises finished cells: same id = same model, dataset, seed and overrid
 in ``properties/`` are not part of the id: after editing them, use a fresh output directory.)
 
 Models are not validated here: any name the runner accepts (a new plugin included) works.
+This module only parses; running cells (``launch.py``) and tabulating them (``report.py``) import
+it, never the reverse.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import itertools
 import json
 import logging
 import os
 import re
-import signal
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,82 +386,3 @@ def _sweep(path: Path, entry: _Map) -> list[dict[str, Any]]:
 def _default_label(model: str, variant: str, sweep_vals: Mapping[str, Any]) -> str:
     parts = ([variant] if variant else []) + [f"{k}={{{k}}}" for k in sweep_vals]
     return f"{model} ({', '.join(parts)})" if parts else model
-
-
-# ----------------------------------------------------------------------------- commands
-
-
-CommandBuilder = Callable[[Cell, Path], list[str]]
-
-
-def format_value(value: Any) -> str:
-    """A value as RecBole's command-line parser reads it back (it ``eval``s literals)."""
-    if isinstance(value, str):
-        return value
-    return repr(value)
-
-
-def default_command(cell: Cell, output_dir: Path) -> list[str]:
-    """``python run_benchmark.py --model=M --dataset=D --seed=S --output_dir=DIR --run_id=ID
-    --no_tables --key=value ...`` (overrides in sorted order; tables are rebuilt once, after the suite)."""
-    cmd = [sys.executable, str(REPO_ROOT / "run_benchmark.py"), f"--model={cell.model}",
-           f"--dataset={cell.dataset}", f"--seed={cell.seed}", f"--output_dir={output_dir}",
-           f"--run_id={cell.id}", "--no_tables"]
-    cmd += [f"--{k}={format_value(v)}" for k, v in sorted(cell.overrides.items())]
-    return cmd
-
-
-# ----------------------------------------------------------------------------- running
-
-
-@contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM (Slurm time limit, ``kill``) into SystemExit so running cells are killed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def run_suite(suite: str, output_dir: str, gpus: list[str] | None = None,
-              launcher: str = "local", extra_overrides: dict[str, Any] | None = None, *,
-              command_builder: CommandBuilder | None = None, tables: bool = True) -> int:
-    """Run every unfinished cell of ``suite`` into ``output_dir``, then rebuild its tables.
-
-    ``gpus`` (e.g. ``["0", "1"]``) runs one cell per GPU at a time (``CUDA_VISIBLE_DEVICES``
-    per subprocess); ``launcher`` is ``"local"``, ``"slurm"`` (submitit) or
-    ``"submitit-local"`` (submitit's LocalExecutor, for testing). ``command_builder`` replaces
-    :func:`default_command` (tests use a fake cell script). Returns 0 when every cell has a
-    record, 1 when some cell failed, 2 when the suite itself is invalid.
-    """
-    from recbole_ext.benchmark.launch import SuiteRun
-
-    try:
-        parsed = load_suite(suite, extra_overrides)
-    except SuiteError as exc:
-        logger.error("%s", exc)
-        return 2
-    run = SuiteRun(parsed, Path(output_dir), command_builder or default_command)
-    try:
-        with _sigterm_as_exit():
-            failed = run.run(gpus=gpus, launcher=launcher)
-    except (ImportError, ValueError) as exc:
-        logger.error("%s", exc)
-        return 2
-    if tables:
-        from recbole_ext.benchmark.tables import build_tables
-
-        try:
-            build_tables(output_dir, suite=parsed.name)
-        except Exception:  # a table bug must not hide the records that were produced
-            logger.exception("building tables failed (records are kept under %s)", output_dir)
-            return 1
-    return 1 if failed else 0

@@ -1,38 +1,37 @@
 """Paper-style tables built from stored run records only.
 
-- :func:`comparison_table`: the layout of the paper's Table 2 — method groups "Traditional"
-  and "Generative", datasets as column groups, R@5 R@10 N@5 N@10 (RecBole's ``hit@K`` is the
-  paper's Recall@K under leave-one-out), mean ± std over seeds, best **bold**, second
+- :func:`comparison_table`: the layout of the paper's Table 2 — one section per method group
+  (the registry's groups: Traditional, Generative, Reasoning), datasets as column groups,
+  R@5 R@10 N@5 N@10 (``recbole_ext.metrics``), mean ± std over seeds, best **bold**, second
   underlined per column (compared at the displayed precision, ties share the style), markers
   for significant improvements (paired t-test per user, see ``stats.py``) and an "Improv." row
-  relative to the reference method (TIGER).
+  relative to the reference method (``TableSpec.reference``).
 - :func:`efficiency_table`: time per user, reasoning steps, invalid rate, tool shares.
 - :func:`significance_table`: every paired test with its p-values.
-- :func:`build_tables`: writes all of them (Markdown, LaTeX, CSV) and the plots under
-  ``DIR/tables`` and ``DIR/plots``.
+- :func:`write_table`: one table as Markdown, LaTeX and CSV.
+
+``report.build_tables`` writes all of them, and the plots, for an output directory.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from recbole_ext.atomic import atomic_write_text
-from recbole_ext.benchmark.collect import GROUP_ORDER, CellInfo, Entry, collect_entries, load_records
+from recbole_ext.benchmark.collect import GROUP_ORDER, Entry
+from recbole_ext.benchmark.measures import ms_per_user, number
 from recbole_ext.benchmark.stats import Comparison, Summary, compare_all, mean_std, summarize
 from recbole_ext.benchmark.tablemodel import BEST, SECOND, Cell, Row, Section, Table, to_csv, to_latex, to_markdown
+from recbole_ext.metrics import METRIC_KEYS, METRIC_LABELS, PRIMARY_METRIC
 
 logger = logging.getLogger(__name__)
 
-METRIC_LABELS = {"hit@5": "R@5", "hit@10": "R@10", "ndcg@5": "N@5", "ndcg@10": "N@10"}
 MARK_REFERENCE, MARK_BASELINE = "†", "‡"
-_TOOL_ORDER = ("fast10", "fast50", "slow")
 
 
 @dataclass
@@ -40,8 +39,9 @@ class TableSpec:
     """How to tabulate a suite (the ``table:`` section of a suite YAML)."""
 
     #: Metrics (RecBole keys) shown as columns, in order.
-    metrics: list[str] = field(default_factory=lambda: list(METRIC_LABELS))
-    #: Reference method of the "Improv." row and of the † significance marker.
+    metrics: list[str] = field(default_factory=lambda: list(METRIC_KEYS))
+    #: Reference method (a row label) of the "Improv." row and of the † significance marker;
+    #: ``None``: neither. The default is the paper's reference; a suite's ``table.reference`` replaces it.
     reference: str | None = "TIGER"
     #: Whose improvement the "Improv." row shows: "best" (best non-reference row) or a label.
     improv_of: str = "best"
@@ -205,48 +205,25 @@ def _comparison_notes(entries: Sequence[Entry], spec: TableSpec,
 # ----------------------------------------------------------------------------- efficiency
 
 
-def ms_per_user(e: Entry) -> float | None:
-    """Inference time per test user in ms.
-
-    ``extra.decode_ms_per_user`` when the model reports it, else the runner's
-    ``timings.test_ms_per_user`` (whole test pass / test users), else ``timings.test_s`` divided
-    by the number of test users (from ``per_user.test.user_ids`` or ``extra.n_test_users``).
-    """
-    for v in (e.extra.get("decode_ms_per_user"), e.extra.get("ms_per_user"),
-              e.timings.get("test_ms_per_user")):
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-    test_s = e.timings.get("test_s")
-    n = len(e.per_user["user_ids"]) if e.per_user else e.extra.get("n_test_users")
-    if isinstance(test_s, (int, float)) and isinstance(n, (int, float)) and n > 0:
-        return float(test_s) * 1000.0 / float(n)
-    return None
-
-
-def _num(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-
 def efficiency_table(entries: Sequence[Entry], spec: TableSpec | None = None) -> Table | None:
     """Accuracy and cost per method and dataset (sections = datasets)."""
     spec = spec or TableSpec()
-    tools: set[str] = set()
+    tool_cols: dict[str, None] = {}  # tools in the order the records store them (first seen first)
     for e in entries:
         if isinstance(e.extra.get("tool_shares"), Mapping):
-            tools |= set(e.extra["tool_shares"])
-    tool_cols = [t for t in _TOOL_ORDER if t in tools] + sorted(tools - set(_TOOL_ORDER))
+            tool_cols.update(dict.fromkeys(e.extra["tool_shares"]))
     # (column, value getter, decimals)
     getters: list[tuple[str, Any, int | None]] = [
-        ("N@10", lambda e: e.test.get("ndcg@10"), None),
+        (METRIC_LABELS[PRIMARY_METRIC], lambda e: e.test.get(PRIMARY_METRIC), None),
         ("ms/user", ms_per_user, 2),
-        ("Reasoning steps", lambda e: _num(e.extra.get("mean_reasoning_steps",
-                                                       e.extra.get("reasoning_len"))), 2),
-        ("Invalid rate", lambda e: _num(e.extra.get("invalid_rate")), None),
+        ("Reasoning steps", lambda e: number(e.extra.get("mean_reasoning_steps",
+                                                         e.extra.get("reasoning_len"))), 2),
+        ("Invalid rate", lambda e: number(e.extra.get("invalid_rate")), None),
     ]
     for t in tool_cols:
-        getters.append((f"Share {t}", lambda e, t=t: _num((e.extra.get("tool_shares") or {})
-                                                          .get(t)), 3))
-    getters.append(("Train s/epoch", lambda e: _num(e.timings.get("s_per_epoch")), 1))
+        getters.append((f"Share {t}", lambda e, t=t: number((e.extra.get("tool_shares") or {})
+                                                            .get(t)), 3))
+    getters.append(("Train s/epoch", lambda e: number(e.timings.get("s_per_epoch")), 1))
     # Keep only columns with at least one value.
     getters = [g for g in getters if any(g[1](e) is not None for e in entries)]
     if not entries or not getters:
@@ -290,31 +267,7 @@ def significance_table(comparisons: Sequence[Comparison]) -> Table | None:
                  notes=["Seeds are averaged per user first; users aligned by id."])
 
 
-# ----------------------------------------------------------------------------- build
-
-
-def load_cell_infos(output_dir: str | os.PathLike[str], suite: str | None = None
-                    ) -> tuple[dict[str, CellInfo], dict[str, Any] | None]:
-    """Run id -> display info from the suite manifests under ``DIR/suites``.
-
-    Returns the infos and, when ``suite`` is given, that suite's ``table`` section.
-    """
-    infos: dict[str, CellInfo] = {}
-    table_cfg = None
-    root = Path(output_dir) / "suites"
-    paths = [root / suite / "suite.json"] if suite else sorted(root.glob("*/suite.json"))
-    for path in paths:
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            logger.warning("cannot read suite manifest %s: %s", path, exc)
-            continue
-        if suite:
-            table_cfg = manifest.get("table")
-        for c in manifest.get("cells", []):
-            infos[c["id"]] = CellInfo(c["label"], c["group"], c.get("order", 0),
-                                      manifest.get("name", ""))
-    return infos, table_cfg
+# ----------------------------------------------------------------------------- files
 
 
 def write_table(table: Table, stem: Path, formats: Sequence[str] = ("md", "tex", "csv")
@@ -322,36 +275,3 @@ def write_table(table: Table, stem: Path, formats: Sequence[str] = ("md", "tex",
     """Render ``table`` to ``<stem>.md``, ``.tex`` and ``.csv``."""
     render = {"md": to_markdown, "tex": to_latex, "csv": to_csv}
     return [atomic_write_text(stem.with_suffix(f".{fmt}"), render[fmt](table)) for fmt in formats]
-
-
-def build_tables(output_dir: str, suite: str | None = None, plots: bool = True) -> list[Path]:
-    """(Re)build tables (and plots) from the records under ``output_dir``; no training.
-
-    With ``suite`` (a suite name that ran into ``output_dir``) only that suite's cells are
-    tabulated, with its ``table`` options and labels; otherwise every record is, labelled by
-    any suite manifests found. Writes ``DIR/tables/{comparison,efficiency}.{md,tex,csv}``,
-    ``DIR/tables/significance.{md,csv}`` and ``DIR/plots/*.png``; returns the paths written.
-    """
-    out = Path(output_dir)
-    infos, table_cfg = load_cell_infos(out, suite)
-    spec = TableSpec.from_dict(table_cfg)
-    entries = collect_entries(load_records(out), infos, only_cells=bool(suite))
-    if not entries:
-        logger.warning("no finished run records under %s; no tables written", out / "runs")
-        return []
-    tdir = out / "tables"
-    comparisons = compare_all(entries, spec.reference, spec.metrics)
-    written = write_table(comparison_table(entries, spec, comparisons), tdir / "comparison")
-    sig = significance_table(comparisons)
-    if sig is not None:
-        written += write_table(sig, tdir / "significance", ("md", "csv"))
-    eff = efficiency_table(entries, spec) if spec.efficiency else None
-    if eff is not None:
-        written += write_table(eff, tdir / "efficiency")
-    if plots and spec.plots:
-        from recbole_ext.benchmark.plots import make_plots
-
-        written += make_plots(entries, out / "plots", spec.plots)
-    for p in written:
-        logger.info("wrote %s", p)
-    return written

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recbole_ext.generation.constraints import off_trie
 from recbole_ext.sid.trie import SIDTrie
 from recbole_ext.sid.vocab import SIDVocab
 
@@ -91,8 +92,7 @@ def beam_search(
         logp = step_decoder.step(cur)[..., lo_d:hi_d]  # [B, k, K_d]
         cand = scores[..., None] + logp
         if constrain:
-            allowed = trie.children(d, node) >= 0  # [B, k, K_d]
-            cand = cand.masked_fill(~allowed, float("-inf"))
+            cand = cand.masked_fill(off_trie(trie, d, node), float("-inf"))  # [B, k, K_d]
         scores, parent, code = _top(cand, n_beams)  # [B, K]
         if d + 1 < m:
             step_decoder.reorder(parent)

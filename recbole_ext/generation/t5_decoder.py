@@ -6,8 +6,9 @@ cross-attention keys/values for every copy. Here the keys/values are computed on
 ([B, H, K, d_kv]); only the small self-attention cache is per beam. The math follows T5 exactly
 (RMS layer norms, unscaled dot-product attention, relative position bias in decoder
 self-attention, none in cross-attention, optional output rescaling) in inference mode (no
-dropout). It reads the weights of a ``T5ForConditionalGeneration`` by attribute and never imports
-transformers.
+dropout). It reads the weights of a ``T5ForConditionalGeneration`` by attribute; importing it does
+not import transformers (the output rescaling rule, which differs between transformers 4.x and 5.x,
+comes from :func:`recbole_ext.modules.t5_backbone.decoder_output_scale` when a decoder is built).
 """
 
 from __future__ import annotations
@@ -89,7 +90,9 @@ class T5CachedDecoder:
         self.blocks = list(dec.block)
         attn0 = self.blocks[0].layer[0].SelfAttention
         self.n_heads, self.d_kv = attn0.n_heads, attn0.key_value_proj_dim
-        self.scale_out = model.config.d_model**-0.5 if getattr(model.config, "scale_decoder_outputs", False) else None
+        from recbole_ext.modules.t5_backbone import decoder_output_scale  # transformers: model is its T5
+
+        self.scale_out = decoder_output_scale(model.config)
         b, l, _ = encoder_out.shape
         self.batch = b
         dtype = encoder_out.dtype

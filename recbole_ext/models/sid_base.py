@@ -10,7 +10,8 @@ What all of them share, so a table compares methods and nothing else:
 * ranking by trie-constrained beam search, converted to RecBole's [B, n_items] score matrix, with
   decoding time and invalid generations counted for the run record.
 
-Subclasses implement ``calculate_loss`` and may pass a forced prefix or free (reasoning) steps to
+Subclasses implement ``calculate_loss`` (single-stage) or declare stages (see
+:mod:`recbole_ext.trainers.staged`), and may pass a forced prefix or free (reasoning) steps to
 :meth:`SIDGenerativeRecommender.generate`.
 """
 
@@ -25,13 +26,14 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_ext.generation import beams_to_scores, t5_beam_search
-from recbole_ext.sid import SemanticIDs, SIDTrie, build_semantic_ids
+from recbole_ext.generation import beams_to_scores
+from recbole_ext.sid import SemanticIDs, build_semantic_ids
+from recbole_ext.trainers.reporting import RecordsExtras
 
 logger = logging.getLogger(__name__)
 
 
-def _embeddings_for(config: Any, item_tokens: list[str]) -> Any:
+def item_text_embeddings(config: Any, item_tokens: list[str]) -> Any:
     """Text embeddings [n, D] in the order of ``item_tokens`` (RecBole's items, pad excluded)."""
     from recbole_ext.text import dataset_item_embeddings
 
@@ -72,7 +74,7 @@ def dataset_semantic_ids(config: Any, dataset: Any) -> tuple[SemanticIDs, torch.
     id2token = list(dataset.field2id_token[dataset.iid_field])  # [n_items], index 0 = "[PAD]"
     item_tokens = [str(t) for t in id2token[1:]]
     settings = sid_settings(config)
-    embeddings = _embeddings_for(config, item_tokens) if settings["method"] == "rqvae" else None
+    embeddings = item_text_embeddings(config, item_tokens) if settings["method"] == "rqvae" else None
     from recbole_ext.data import default_cache_dir
 
     cache = config["sid_cache_dir"] or str(default_cache_dir() / "sid" / config["dataset"])
@@ -86,36 +88,29 @@ def dataset_semantic_ids(config: Any, dataset: Any) -> tuple[SemanticIDs, torch.
     return sids, codes
 
 
-class SIDGenerativeRecommender(SequentialRecommender):
-    """Base for T5 generators over semantic IDs; see the module docstring."""
+class SIDGenerativeRecommender(RecordsExtras, SequentialRecommender):
+    """Base for T5 generators over semantic IDs; see the module docstring.
+
+    ``self.seq2seq`` (:class:`~recbole_ext.modules.sid_seq2seq.SIDSeq2Seq`) holds the T5, the
+    vocabulary, the items' tokens and the trie. Evaluation decodes ``self.free_steps`` free
+    (reasoning) tokens before the item; a staged trainer sets it per stage.
+    """
 
     input_type = InputType.POINTWISE
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        from recbole_ext.modules.t5_backbone import build_t5
+        from recbole_ext.modules.sid_seq2seq import SIDSeq2Seq, backbone_settings
 
         self.sids, codes = dataset_semantic_ids(config, dataset)
-        self.vocab = self.sids.vocab(n_extra=self.extra_vocab_size(config))
-        self.register_buffer("item_codes", codes, persistent=False)  # [n_items, m], row 0 = -1
-        self.register_buffer("item_tokens", self.vocab.encode(codes), persistent=False)  # [n_items, m]
-        real = torch.arange(1, self.n_items)
-        self._trie = SIDTrie.from_codes(codes[1:], self.sids.codebook_sizes, item_ids=real)
-        self._trie_device: torch.device | None = None
         self.num_beams = int(config["num_beams"])
         if self.num_beams < max(config["topk"]):
             raise ValueError(f"num_beams={self.num_beams} < max(topk)={max(config['topk'])}: too few ranked items")
         self.constrained = bool(config["constrained_decoding"])
-        self.t5 = build_t5(
-            self.vocab.vocab_size,
-            num_layers=config["num_layers"],
-            num_decoder_layers=config["num_decoder_layers"],
-            d_model=config["d_model"],
-            d_ff=config["d_ff"],
-            num_heads=config["num_heads"],
-            d_kv=config["d_kv"],
-            dropout=config["dropout_prob"],
-        )
+        vocab = self.sids.vocab(n_extra=self.extra_vocab_size(config))
+        self.seq2seq = SIDSeq2Seq(vocab, codes, backbone_settings(config))
+        self.vocab = vocab
+        self.free_steps = 0
         self.reset_decode_stats()
 
     def extra_vocab_size(self, config) -> int:
@@ -125,46 +120,34 @@ class SIDGenerativeRecommender(SequentialRecommender):
     # --- inputs ----------------------------------------------------------------------------------
     def history_tokens(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder input: each history item as its m code tokens. -> ids [B, L*m], mask [B, L*m]."""
-        items = interaction[self.ITEM_SEQ]  # [B, L], padded with 0 after the last item
-        tokens = self.item_tokens[items].flatten(1)  # [B, L*m]
-        return tokens, (tokens != self.vocab.pad).long()
+        return self.seq2seq.history_tokens(interaction[self.ITEM_SEQ])
 
     def target_tokens(self, interaction) -> torch.Tensor:
         """The next item's code tokens [B, m]."""
-        return self.item_tokens[interaction[self.POS_ITEM_ID]]
+        return self.seq2seq.item_tokens[interaction[self.POS_ITEM_ID]]
 
     # --- ranking ---------------------------------------------------------------------------------
-    def trie(self, device: torch.device) -> SIDTrie:
-        if self._trie_device != device:
-            self._trie = self._trie.to(device)
-            self._trie_device = device
-        return self._trie
-
     def reset_decode_stats(self) -> None:
         """Called by the trainer before each evaluation."""
         self.decode_users = 0
         self.decode_seconds = 0.0
         self.decode_beams = 0
         self.invalid_beams = torch.zeros((), dtype=torch.long)
+        self.ranked_items = torch.zeros((), dtype=torch.long)
 
     def generate(self, interaction, prefix=None, free_steps: int = 0, free_range=None):
-        """Beam search for a batch of users -> (BeamSearchOutput, encoder ids)."""
-        input_ids, mask = self.history_tokens(interaction)
-        return t5_beam_search(
-            self.t5, input_ids, mask, self.trie(input_ids.device), self.vocab, self.num_beams,
-            prefix=prefix, free_steps=free_steps, free_range=free_range, constrain=self.constrained,
-        )
-
-    def decode_kwargs(self, interaction) -> dict:
-        """Extra arguments of :meth:`generate` at evaluation (reasoning models override)."""
-        return {}
+        """Beam search for a batch of users -> BeamSearchOutput."""
+        ids, mask = self.history_tokens(interaction)
+        return self.seq2seq.beam_search(ids, mask, self.num_beams, prefix=prefix, free_steps=free_steps,
+                                        free_range=free_range, constrain=self.constrained)
 
     @torch.no_grad()
     def full_sort_predict(self, interaction):
-        """Top beams → scores [B, n_items]: distinct valid items in beam order, -inf elsewhere."""
+        """Top beams → scores [B, n_items]: distinct valid items in beam order, -inf elsewhere.
+        Also counts the distinct items ranked (several reasoning paths may end in one item)."""
         device = interaction[self.ITEM_SEQ].device
         start = time.perf_counter()
-        out = self.generate(interaction, **self.decode_kwargs(interaction))
+        out = self.generate(interaction, free_steps=self.free_steps)
         scores, n_invalid = beams_to_scores(out.items, self.n_items)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # once per batch, for an honest time per user
@@ -172,6 +155,7 @@ class SIDGenerativeRecommender(SequentialRecommender):
         self.decode_users += out.items.shape[0]
         self.decode_beams += out.items.numel()
         self.invalid_beams = self.invalid_beams.to(device) + n_invalid
+        self.ranked_items = self.ranked_items.to(device) + torch.isfinite(scores).sum()
         return scores
 
     def predict(self, interaction):
@@ -189,6 +173,8 @@ class SIDGenerativeRecommender(SequentialRecommender):
             "invalid_rate": float(self.invalid_beams.item()) / max(1, self.decode_beams),
             "num_beams": self.num_beams,
             "constrained_decoding": self.constrained,
+            "decode_free_steps": self.free_steps,
+            "mean_ranked_items": round(float(self.ranked_items) / users, 3),
             "sid": {
                 "method": self.sids.stats.get("method"),
                 "codebook_sizes": list(self.sids.codebook_sizes),

@@ -4,7 +4,7 @@ Rajput et al., "Recommender Systems with Generative Retrieval", NeurIPS 2023. Th
 history's item tokens (m code tokens per item), the decoder generates the next item's m tokens;
 ranking is trie-constrained beam search (:class:`~recbole_ext.models.sid_base.SIDGenerativeRecommender`).
 
-Choices where the paper is open (documented in properties/model/TIGER.yaml):
+Choices where the paper is open (its keys: properties/family/sid_generative.yaml):
 * no user-id token in the encoder input (the paper hashes users into 2,000 tokens; with
   leave-one-out every user is seen in training, so it mostly adds a per-user bias);
 * no EOS after the target: decoding always stops after exactly m constrained tokens.
@@ -21,4 +21,4 @@ class TIGER(SIDGenerativeRecommender):
     def calculate_loss(self, interaction):
         input_ids, mask = self.history_tokens(interaction)  # [B, L*m]
         labels = self.target_tokens(interaction)  # [B, m]
-        return self.t5(input_ids=input_ids, attention_mask=mask, labels=labels).loss  # mean token CE
+        return self.seq2seq.lm_loss(input_ids, mask, labels)  # mean token CE

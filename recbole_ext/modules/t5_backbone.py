@@ -3,6 +3,7 @@ transformers' T5 model code; import this module lazily from models."""
 
 from __future__ import annotations
 
+import transformers
 from transformers import T5Config, T5ForConditionalGeneration
 
 from recbole_ext.sid.vocab import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN
@@ -40,6 +41,25 @@ def t5_config(
         use_cache=True,
         **extra,
     )
+
+
+def decoder_output_scale(config, transformers_major: int | None = None) -> float | None:
+    """The factor (``d_model ** -0.5``) by which ``T5ForConditionalGeneration`` multiplies the
+    decoder output before ``lm_head``, or None where it does not rescale.
+
+    The rule is that of the transformers release that runs the model (``transformers_major``: the
+    installed one unless given):
+
+    * 4.x rescales when ``config.tie_word_embeddings`` (PretrainedConfig's default: True);
+    * 5.x rescales when ``config.scale_decoder_outputs``: T5Config derives it from the
+      ``tie_word_embeddings`` it was given (not False: rescale; 5.0.0 ignores the argument and always
+      rescales), then forces ``tie_word_embeddings`` to True (``lm_head`` is always tied). A config
+      without the attribute is read as T5Config would derive it.
+    """
+    major = int(transformers.__version__.split(".")[0]) if transformers_major is None else transformers_major
+    tied = getattr(config, "tie_word_embeddings", True)
+    scales = getattr(config, "scale_decoder_outputs", tied is not False) if major >= 5 else tied
+    return config.d_model**-0.5 if scales else None
 
 
 def build_t5(vocab_size: int, **kwargs) -> T5ForConditionalGeneration:

@@ -4,6 +4,7 @@
 * :mod:`recbole_ext.rl.rewards` - STREAM-Rec's five rewards and their combiner (Eq. 21-27).
 * :mod:`recbole_ext.rl.losses` - pretraining NLL, InfoNCE, quantisation, DPO (Eq. 9-19).
 * :mod:`recbole_ext.rl.reasoning` - the iterative-inference labeller (Eq. 12-13).
+* :mod:`recbole_ext.rl.reinforce` - REINFORCE with baseline and entropy bonus (depth heads, planners).
 
 Only torch is needed; nothing here imports transformers or RecBole.
 """
@@ -19,6 +20,7 @@ from recbole_ext.rl.losses import (
     temperature_nll,
 )
 from recbole_ext.rl.reasoning import IterativeInferenceLabeller, LabellerOutput, nearest_tokens, straight_through
+from recbole_ext.rl.reinforce import ReinforceOutput, RunningBaseline, categorical_entropy, reinforce_loss
 from recbole_ext.rl.rewards import REWARD_NAMES, combine_rewards
 
 __all__ = [
@@ -38,6 +40,10 @@ __all__ = [
     "LabellerOutput",
     "nearest_tokens",
     "straight_through",
+    "ReinforceOutput",
+    "RunningBaseline",
+    "categorical_entropy",
+    "reinforce_loss",
     "REWARD_NAMES",
     "combine_rewards",
 ]

@@ -16,11 +16,11 @@ import time
 
 import torch
 from recbole.data.dataloader import AbstractDataLoader
-from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_ext.trainers.device_batches import device_batches_for
 from recbole_ext.trainers.lr_schedule import StepSchedule
+from recbole_ext.trainers.reporting import ReportingTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class _TimeBudgetSpent(Exception):
     """Raised at the start of an epoch once ``train_time_budget_s`` is spent; caught by ``fit``."""
 
 
-class GenerativeTrainer(Trainer):
+class GenerativeTrainer(ReportingTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.schedule = StepSchedule(int(config["warmup_steps"] or 0), str(config["lr_decay"] or "constant"))
@@ -79,18 +79,27 @@ class GenerativeTrainer(Trainer):
             raise _TimeBudgetSpent
 
     def record_extra(self) -> dict:
+        """The model's decoding statistics (last evaluation) and this trainer's schedule and budget."""
         return {
+            **super().record_extra(),
             "lr_schedule": {"warmup_steps": self.schedule.warmup_steps, "decay": self.schedule.decay},
             "time_budget_s": self.time_budget_s,
             "stopped_by_time_budget": self.time_budget_hit,
         }
 
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        self._check_time_budget(epoch_idx)
+    def epoch_batches(self, train_data, epoch_idx: int):
+        """What one epoch iterates: the loader, or its rows kept on the device (:meth:`training_batches`)."""
+        return self.training_batches(train_data)
+
+    def set_train_mode(self) -> None:
         self.model.train()
+
+    def run_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._check_time_budget(epoch_idx)
+        self.set_train_mode()
         loss_func = loss_func or self.model.calculate_loss
         total_loss = None
-        batches = self._progress(self.training_batches(train_data), epoch_idx, show_progress)
+        batches = self._progress(self.epoch_batches(train_data, epoch_idx), epoch_idx, show_progress)
         for step, interaction in enumerate(batches):
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad()
@@ -119,6 +128,5 @@ class GenerativeTrainer(Trainer):
         return tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
 
     def evaluate(self, eval_data, *args, **kwargs):
-        if hasattr(self.model, "reset_decode_stats"):
-            self.model.reset_decode_stats()
+        self.model.reset_decode_stats()
         return super().evaluate(eval_data, *args, **kwargs)

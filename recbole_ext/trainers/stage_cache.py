@@ -32,17 +32,17 @@ from recbole_ext.atomic import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["stage_key", "StageCache"]
+__all__ = ["canonical", "stage_key", "StageCache"]
 
 
-def _canonical(obj: Any) -> Any:
+def canonical(obj: Any) -> Any:
     """JSON-able, order-independent form of a config value (sets sorted, tensors listed)."""
     if isinstance(obj, Mapping):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+        return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
+        return [canonical(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
-        return sorted(_canonical(v) for v in obj)
+        return sorted(canonical(v) for v in obj)
     if isinstance(obj, torch.Tensor):
         return obj.tolist()
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -53,7 +53,7 @@ def _canonical(obj: Any) -> Any:
 def stage_key(stage: str, stage_config: Mapping[str, Any], previous_key: str | None, data_key: str) -> str:
     """The cache key of one stage (see the module docstring)."""
     payload = json.dumps(
-        {"stage": stage, "config": _canonical(stage_config), "previous": previous_key, "data": data_key},
+        {"stage": stage, "config": canonical(stage_config), "previous": previous_key, "data": data_key},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
@@ -96,7 +96,7 @@ class StageCache:
         weights, meta = self.paths(stage, key)
         state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
         atomic_write(weights, lambda f: torch.save(state, f))
-        text = json.dumps(_canonical({**description, "stage": stage, "key": key}), indent=1, sort_keys=True)
+        text = json.dumps(canonical({**description, "stage": stage, "key": key}), indent=1, sort_keys=True)
         atomic_write_text(meta, text)
         logger.info("stage %s cached in %s", stage, weights)
         return weights

@@ -15,7 +15,7 @@ FAKE_CELL = Path(__file__).with_name("fake_cell.py")
 
 def fake_command(cell: Any, output_dir: Path) -> list[str]:
     """The suite's default command with ``run_benchmark.py`` replaced by ``fake_cell.py``."""
-    from recbole_ext.benchmark.suite import default_command
+    from recbole_ext.benchmark.launch import default_command
 
     cmd = default_command(cell, output_dir)
     assert cmd[0] == sys.executable and cmd[1].endswith("run_benchmark.py")

@@ -8,7 +8,7 @@ from bench_helpers import write_record
 
 from recbole_ext.benchmark.collect import collect_entries, load_records
 from recbole_ext.benchmark.plots import make_plots, pareto_front
-from recbole_ext.benchmark.tables import build_tables
+from recbole_ext.benchmark.report import build_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,15 +10,40 @@ import pytest
 from bench_helpers import fake_command
 
 from recbole_ext.benchmark.staleness import default_layers, stale_defaults
-from recbole_ext.benchmark.suite import load_suite, run_suite
+from recbole_ext.benchmark.launch import run_suite
+from recbole_ext.benchmark.suite import load_suite
 
 
 def test_layers_follow_extconfig_order():
     tiger = default_layers("TIGER", "scientific2018")
-    assert tiger["lr_decay"] == "inverse_sqrt"  # properties/model/TIGER.yaml
+    assert tiger["lr_decay"] == "inverse_sqrt"  # properties/family/sid_generative.yaml
     assert tiger["valid_metric"] == "NDCG@10"  # properties/overall.yaml
-    assert tiger["weight_decay"] == 0.01  # the model's 0.01 wins over overall.yaml's 0.0
+    assert tiger["weight_decay"] == 0.01  # the family's 0.01 wins over overall.yaml's 0.0
+    assert tiger["train_batch_size"] == 256  # the family's 256 wins over overall.yaml's 2048
     assert default_layers("SASRec", "ml-100k")["weight_decay"] == 0.0
+    assert default_layers("NotAModel", "ml-100k")["weight_decay"] == 0.0  # unknown model: protocol layers only
+
+
+@pytest.mark.parametrize("model", ["TIGER", "STREAMRec"])
+def test_layers_are_what_extconfig_resolves(model):
+    """Every scalar default the check compares is the value ExtConfig resolves: same layers, same order."""
+    from recbole_ext.config import ExtConfig
+
+    config = ExtConfig(model, "ml-100k").final_config_dict
+    layers = default_layers(model, "ml-100k")
+    assert layers["d_model"] == 256 and layers["num_beams"] == 20  # family keys are among the layers
+    scalar = (str, int, float, bool, type(None))
+    # RecBole expands train_neg_sample_args: ~ into a dict
+    scalars = {k: v for k, v in layers.items() if isinstance(v, scalar) and k != "train_neg_sample_args"}
+    assert {k: config[k] for k in scalars} == scalars
+
+
+def test_a_changed_family_default_is_named():
+    """A key of the family file (not in any model file) changed since a STREAM-Rec run is flagged."""
+    config = {**default_layers("STREAMRec", "ml-100k"), "num_beams": 10, "warmup_steps": 500}
+    assert stale_defaults("STREAMRec", "ml-100k", {}, {"config": config}) == [
+        "num_beams: 10 -> 20", "warmup_steps: 500 -> 1000"]
+    assert stale_defaults("STREAMRec", "ml-100k", {"num_beams": 10, "warmup_steps": 500}, {"config": config}) == []
 
 
 def test_changed_added_and_overridden_keys():

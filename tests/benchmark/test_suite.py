@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recbole_ext.benchmark.suite import SuiteError, available_suites, cell_id, default_command, load_suite
+from recbole_ext.benchmark.launch import default_command
+from recbole_ext.benchmark.suite import SuiteError, available_suites, cell_id, load_suite
 
 SUITE = """\
 name: demo
@@ -48,7 +49,7 @@ def test_expansion_counts_labels_and_precedence(tmp_path: Path) -> None:
     assert sas[0].group == "Traditional"
     stream = [c for c in s.cells if c.model == "STREAMRec"]
     assert [c.label for c in stream] == [f"STREAMRec (l={n})" for n in (0, 2, 4)]
-    assert {c.seed for c in stream} == {7} and stream[0].group == "Generative"
+    assert {c.seed for c in stream} == {7} and stream[0].group == "Reasoning"  # the registry's group
     tiger = [c for c in s.cells if c.model == "TIGER" and c.dataset == "ml-100k" and c.seed == 1]
     assert [(c.label, c.variant, c.group) for c in tiger] == [
         ("TIGER (rqvae)", "rqvae", "Traditional"), ("TIGER random", "random", "Traditional")]

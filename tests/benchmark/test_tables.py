@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bench_helpers import write_record
 
+from recbole_ext import registry
 from recbole_ext.benchmark.collect import collect_entries, load_records
 from recbole_ext.benchmark.tablemodel import latex_escape, to_markdown
-from recbole_ext.benchmark.tables import TableSpec, build_tables, comparison_table
+from recbole_ext.benchmark.report import build_tables
+from recbole_ext.benchmark.tables import TableSpec, comparison_table, efficiency_table
 
 GOLDEN = Path(__file__).with_name("golden")
 USERS = [1, 2, 3, 4, 5, 6]
@@ -68,9 +71,18 @@ def make_records(root: Path) -> None:
 
 
 @pytest.fixture
-def records_dir(tmp_path: Path) -> Path:
+def records_dir(tmp_path: Path) -> Iterator[Path]:
+    """The records of :func:`make_records`, with TwiSTAR in the reasoning group (registered here
+    until its plugin is; the tables read groups from the registry)."""
     make_records(tmp_path)
-    return tmp_path
+    temporary = "TwiSTAR" not in registry.plugin_names()
+    if temporary:
+        registry.register("TwiSTAR", "recbole_ext.models.twistar:TwiSTAR", group="reasoning")
+    try:
+        yield tmp_path
+    finally:
+        if temporary:
+            registry.unregister("TwiSTAR")
 
 
 def check_golden(path: Path, name: str) -> None:
@@ -101,7 +113,7 @@ def test_table_content(records_dir: Path) -> None:
     md = (records_dir / "tables" / "comparison.md").read_text()
     lines = md.splitlines()
     rows = [ln.split("|")[1].strip() for ln in lines if ln.startswith("| ")][2:]
-    assert rows == ["*Traditional*", "GRU4Rec", "SASRec", "*Generative*", "TIGER",
+    assert rows == ["*Traditional*", "GRU4Rec", "SASRec", "*Generative*", "TIGER", "*Reasoning*",
                     "STREAMRec (PT)", "STREAMRec (SFT)", "STREAMRec (RL)", "TwiSTAR", "Improv."]
     assert "**0.0329**" in md and "<u>0.0307</u>" in md  # instruments N@10: RL best, SFT 2nd
     assert "0.0300 ± 0.0014" in md  # SASRec instruments N@10 over seeds: .029, .031
@@ -143,3 +155,17 @@ def test_one_model_for_markdown_and_latex(records_dir: Path) -> None:
 
 def test_no_records_no_tables(tmp_path: Path) -> None:
     assert build_tables(str(tmp_path)) == []
+
+
+def test_tool_columns_follow_the_records(tmp_path: Path) -> None:
+    """Tool share columns come in the order the records store the tools (first seen first), whatever the tools."""
+    metrics = m(0.1, 0.2, 0.1, 0.1)
+    write_record(tmp_path, "A", "ml-100k", 1, metrics, extra={"tool_shares": {"slow": 0.7, "fast10": 0.3}})
+    write_record(tmp_path, "B", "ml-100k", 1, metrics, extra={"tool_shares": {"fast10": 0.4, "cache": 0.6}})
+    table = efficiency_table(collect_entries(load_records(tmp_path)))
+    share_cols = [c for c in table.groups[0][1] if c.startswith("Share ")]
+    assert share_cols == ["Share slow", "Share fast10", "Share cache"]
+    b_row = next(r for r in table.sections[0].rows if r.label == "B")
+    columns = table.groups[0][1]
+    assert b_row.cells[columns.index("Share slow")].value is None
+    assert b_row.cells[columns.index("Share cache")].value == 0.6

@@ -10,7 +10,7 @@ from recbole_ext.config import ConfigFileError, ExtConfig, load_yaml_file
 def plugin(tmp_path):
     yaml_file = tmp_path / "MeanPoolRec.yaml"
     yaml_file.write_text("embedding_size: 8\nhidden_dropout_prob: 0.3\nstopping_step: 4\n")
-    registry.register("MeanPoolRec", "foundation.tiny_plugin:MeanPoolRec", yaml=yaml_file)
+    registry.register("MeanPoolRec", "foundation.tiny_plugin:MeanPoolRec", yaml=yaml_file, group="traditional")
     yield "MeanPoolRec"
     registry.unregister("MeanPoolRec")
 

@@ -21,8 +21,8 @@ FAST = {"epochs": 1, "train_batch_size": 64, "eval_batch_size": 64, "embedding_s
 
 @pytest.fixture
 def plugins():
-    registry.register("MeanPoolRec", "foundation.tiny_plugin:MeanPoolRec")
-    registry.register("ExplodingRec", "foundation.tiny_plugin:ExplodingRec")
+    registry.register("MeanPoolRec", "foundation.tiny_plugin:MeanPoolRec", group="traditional")
+    registry.register("ExplodingRec", "foundation.tiny_plugin:ExplodingRec", group="traditional")
     yield
     registry.unregister("MeanPoolRec")
     registry.unregister("ExplodingRec")

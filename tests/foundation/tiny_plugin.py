@@ -4,8 +4,10 @@ import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
+from recbole_ext.trainers.reporting import RecordsExtras
 
-class MeanPoolRec(SequentialRecommender):
+
+class MeanPoolRec(RecordsExtras, SequentialRecommender):
     """Scores every item by the dot product with the mean embedding of the history."""
 
     def __init__(self, config, dataset):

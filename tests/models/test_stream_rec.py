@@ -1,4 +1,4 @@
-"""STREAM-Rec on a tiny dataset: l = 0 is TIGER, labeller in the model, SFT terms, GRPO step,
+"""STREAM-Rec on a tiny dataset: l = 0 is TIGER, labeller in the model, SFT terms, the GRPO stage,
 neighbours, and the three-stage run through the runner with its stage cache."""
 
 import numpy as np
@@ -33,29 +33,40 @@ def build(model_name, data_path, name, tmp_path, **overrides):
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     init_seed(config["seed"], True)
-    return resolved.model_class(config, train._dataset), train
+    model = resolved.model_class(config, train._dataset)
+    _CONFIGS[id(model)] = config
+    return model, train
+
+
+_CONFIGS: dict = {}  # id(model) -> the config it was built with (for its stages)
 
 
 def first(loader):
     return next(iter(loader))
 
 
+def stage(model, name):
+    """The model's stage ``name`` as the StagedTrainer builds it."""
+    return next(s for s in model.build_stages(_CONFIGS[id(model)]) if s.name == name)
+
+
 def test_l0_is_tiger(tiny_dataset, tmp_path):
     tiger, train = build("TIGER", *tiny_dataset, tmp_path)
     stream, _ = build("STREAMRec", *tiny_dataset, tmp_path, reasoning_len=0)
-    tiger_t5 = tiger.t5.state_dict()
-    assert all(torch.equal(v, tiger_t5[k]) for k, v in stream.t5.state_dict().items())  # same init
+    tiger_t5 = tiger.seq2seq.t5.state_dict()
+    assert all(torch.equal(v, tiger_t5[k]) for k, v in stream.seq2seq.t5.state_dict().items())  # same init
     batch = first(train)
-    stream.set_stage("sft")
+    sft = stage(stream, "sft")
     tiger.train(), stream.train()  # dropout on: same seed, same draws
     torch.manual_seed(7)
     expected = tiger.calculate_loss(batch)
     torch.manual_seed(7)
-    loss, terms = stream.sft_loss(batch, return_terms=True)
+    loss, terms = stream.sft_loss(batch, sft.config)
     assert set(terms) == {"sft"}  # no reasoning: no DPO, quantisation or state terms
     assert torch.equal(loss, expected)
     stream.eval(), tiger.eval()
-    assert stream.decode_kwargs(batch) == {"free_steps": 0}
+    assert sft.decode_free_steps(stream) == 0
+    stream.free_steps = sft.decode_free_steps(stream)
     assert torch.equal(stream.full_sort_predict(batch), tiger.full_sort_predict(batch))
 
 
@@ -88,10 +99,12 @@ def test_labeller_in_the_model(tiny_dataset, tmp_path):
 
 
 def test_sft_terms_and_switches(tiny_dataset, tmp_path):
+    import dataclasses
+
     model, train = build("STREAMRec", *tiny_dataset, tmp_path)
-    model.set_stage("sft")
+    cfg = stage(model, "sft").config
     batch = first(train)
-    loss, terms = model.sft_loss(batch, return_terms=True)
+    loss, terms = model.sft_loss(batch, cfg)
     assert set(terms) == {"sft", "dpo", "quant", "state"} and all(torch.isfinite(v) for v in terms.values())
     expected = terms["sft"] + 1.0 * terms["dpo"] + 0.1 * terms["quant"] + 0.1 * terms["state"]  # YAML weights
     assert torch.allclose(loss, expected)
@@ -99,8 +112,8 @@ def test_sft_terms_and_switches(tiny_dataset, tmp_path):
     # straight-through: the likelihood reaches the residual MLP; the state loss the state MLP
     assert model.labeller.residual_mlp.net[0].weight.grad.abs().sum() > 0
     assert model.labeller.state_mlp.net[0].weight.grad.abs().sum() > 0
-    model.dpo_weight = model.quant_weight = model.state_weight = 0.0
-    _, terms = model.sft_loss(batch, return_terms=True)
+    off = dataclasses.replace(cfg, dpo_weight=0.0, quant_weight=0.0, state_weight=0.0)
+    _, terms = model.sft_loss(batch, off)
     assert set(terms) == {"sft"}
 
 
@@ -110,19 +123,25 @@ def test_pretrain_targets_are_neighbours_then_target(tiny_dataset, tmp_path):
     own = torch.arange(1, model.n_items)[:, None]
     assert (nb != own).all() and (nb > 0).all()  # never itself, never padding
     # sid neighbours: the nearest shares the longest code prefix
-    codes = model.item_codes
+    codes = model.seq2seq.item_codes
     prefix = lambda a, b: int((codes[a] == codes[b]).long().cumprod(0).sum())  # noqa: E731
     for item in range(1, model.n_items):
         best = max(prefix(item, j) for j in range(1, model.n_items) if j != item)
         assert prefix(item, int(nb[item - 1, 0])) == best
-    model.set_stage("pt")
-    loss = model.calculate_loss(first(train))
+    pt = stage(model, "pt")
+    loss = pt.loss(model, first(train))
     assert torch.isfinite(loss) and loss.requires_grad
-    assert model.decode_kwargs(None) == {"free_steps": 2 * model.m}  # PT decodes its neighbour tokens first
+    assert pt.decode_free_steps(model) == 2 * model.m  # PT decodes its neighbour tokens first
+
+
+def test_calculate_loss_points_at_the_staged_trainer(tiny_dataset, tmp_path):
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path)
+    with pytest.raises(TypeError, match="StagedTrainer"):
+        model.calculate_loss(first(train))
 
 
 def test_text_neighbours_use_faiss_cosine(tiny_dataset, tmp_path, monkeypatch):
-    from recbole_ext.models import stream_rec
+    from recbole_ext.models.stream_rec import neighbors
 
     def angle(token):
         return int(str(token)[1:]) / 5.0  # items "iN" on a circle by N
@@ -131,7 +150,7 @@ def test_text_neighbours_use_faiss_cosine(tiny_dataset, tmp_path, monkeypatch):
         a = np.array([angle(t) for t in tokens], dtype=np.float32)
         return np.stack([np.cos(a), np.sin(a)], axis=1) * 3.0  # scale: cosine must ignore it
 
-    monkeypatch.setattr(stream_rec, "_embeddings_for", fake_embeddings)
+    monkeypatch.setattr(neighbors, "item_text_embeddings", fake_embeddings)
     model, train = build("STREAMRec", *tiny_dataset, tmp_path, neighbor_source="text")
     id2token = list(train._dataset.field2id_token[train._dataset.iid_field])
     for rid in range(1, model.n_items):
@@ -150,74 +169,89 @@ def test_text_neighbours_missing_text_says_what_to_do(tiny_dataset, tmp_path):
 def test_grpo_step_moves_the_policy_not_the_reference(tiny_dataset, tmp_path):
     model, train = build("STREAMRec", *tiny_dataset, tmp_path, rl_updates_per_batch=2, rl_kl_beta=0.5)
     batch = first(train)
-    model.begin_stage("rl")
-    model.train()
-    assert not model.t5.training  # RL without dropout
-    before = {k: v.clone() for k, v in model.t5.state_dict().items()}
+    rl = stage(model, "rl")
+    rl.begin(model)
+    rl.train_mode(model)
+    assert not model.seq2seq.t5.training  # RL without dropout
+    t5 = model.seq2seq.t5
+    before = {k: v.clone() for k, v in t5.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     torch.manual_seed(0)
-    loss = model.calculate_loss(batch)
-    rollouts = model._rollouts
-    assert rollouts["tokens"].shape == (len(batch) * 4, 2 + model.m)
-    assert rollouts["adv"].abs().sum() > 0
-    assert rollouts["stats"]["valid_rate"] == 1.0 and torch.isfinite(rollouts["old"]).all()  # trie-constrained
-    assert model.rl_stats["kl"] == pytest.approx(0.0, abs=1e-6)  # policy = reference at the start
-    assert model.rl_stats["ratio"] == pytest.approx(1.0, abs=1e-4)
+    rl.reset_statistics()
+    loss = rl.loss(model, batch)
+    stats = rl.statistics()
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-6)  # policy = reference at the start
+    assert stats["ratio"] == pytest.approx(1.0, abs=1e-4)
+    assert stats["valid_rate"] == 1.0  # trie-constrained
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
-    after = model.t5.state_dict()
+    after = t5.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the policy moved
-    ref = model._ref_t5.state_dict()
+    ref = rl.reference.state_dict()
     assert all(torch.equal(before[k], ref[k]) for k in before)  # the KL reference did not
-    assert "_ref_t5" not in dict(model.named_modules()) and not any(k.startswith("_ref") for k in model.state_dict())
-    model.calculate_loss(batch)  # second update on the same rollouts (rl_updates_per_batch = 2)
-    assert model._rollouts is rollouts
-    assert model.rl_stats["kl"] > 0  # now measured against the frozen reference
+    assert not any("reference" in k for k in model.state_dict())
+    rl.reset_statistics()
+    rl.loss(model, batch)  # second update on the same rollouts (rl_updates_per_batch = 2)
+    assert rl.statistics()["kl"] > 0  # now measured against the frozen reference
+    assert rl.statistics()["reward_total"] == stats["reward_total"]  # same rollouts, same rewards
+
+
+def test_rollouts_and_advantages(tiny_dataset, tmp_path):
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path)
+    batch = first(train)
+    rl = stage(model, "rl")
+    rl.begin(model)
+    model.eval()
+    torch.manual_seed(0)
+    ro = rl.rollouts(model, batch)
+    b, g = len(batch), 4
+    assert ro.grouped.shape == (b, g, 2 + model.m) and ro.tokens.shape == (b * g, 2 + model.m)
+    assert torch.equal(ro.tokens.view(b, g, -1), ro.grouped)
+    assert torch.isfinite(ro.old).all() and torch.allclose(ro.old, ro.ref)  # reference = policy at the start
+    adv = ro.advantages.view(b, g)
+    assert adv.abs().sum() > 0 and torch.allclose(adv.mean(1), torch.zeros(b), atol=1e-5)  # group z-scores
 
 
 def test_fork_scorer_matches_teacher_forcing(tiny_dataset, tmp_path):
     """The thinking rewards' scorer (one decoder pass per rollout, forked into its candidates)
     equals a plain teacher-forced pass over [think; candidate]."""
-    from recbole_ext.generation.t5_decoder import encode
-    from recbole_ext.rl.grpo import token_logprobs
-
     model, train = build("STREAMRec", *tiny_dataset, tmp_path, reasoning_len=3)
     model.eval()
+    s2s = model.seq2seq
     batch = first(train)
     ids, mask = model.history_tokens(batch)
     b, g, c, m = ids.shape[0], 2, 3, model.m
     gen = torch.Generator().manual_seed(0)
     lo, hi = model.vocab.code_range()
     think = torch.randint(lo, hi, (b, g, 3), generator=gen)
-    cand = model.item_tokens[torch.randint(1, model.n_items, (b, g, c), generator=gen)]  # [B, G, C, m]
-    enc, emask = encode(model.t5, ids, mask)
-    fast = model.score_after_thinking(model.t5, enc, emask, think, cand)  # [B, G, C]
+    cand = s2s.item_tokens[torch.randint(1, model.n_items, (b, g, c), generator=gen)]  # [B, G, C, m]
+    enc, emask = s2s.encode_for_decoding(ids, mask)
+    fast = s2s.score_continuations(enc, emask, think, cand)  # [B, G, C]
     with torch.no_grad():
-        full = model.t5.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        full = s2s.encode(ids, mask)
         seq = torch.cat([think[:, :, None].expand(b, g, c, 3), cand], dim=-1).reshape(b * g * c, 3 + m)
         rep = g * c
-        hidden = model._decode(model.t5.decoder, full.repeat_interleave(rep, 0), mask.repeat_interleave(rep, 0),
-                               input_ids=model._shift(seq))
-        slow = token_logprobs(model._logits(hidden), seq)[:, 3:].sum(1).view(b, g, c)
+        slow, _ = s2s.token_logprobs(full.repeat_interleave(rep, 0), mask.repeat_interleave(rep, 0), seq)
+        slow = slow[:, 3:].sum(1).view(b, g, c)
     assert torch.allclose(fast, slow, atol=1e-4)
 
 
 def test_unconstrained_rollouts_follow_levels_only(tiny_dataset, tmp_path):
     model, train = build("STREAMRec", *tiny_dataset, tmp_path, rl_constrained_rollout=False, rl_group_size=8)
     batch = first(train)
-    model.begin_stage("rl")
-    model.train()
+    rl = stage(model, "rl")
+    rl.begin(model)
+    model.eval()
     torch.manual_seed(0)
-    model.calculate_loss(batch)
-    r = model._rollouts
+    r = rl.rollouts(model, batch)
     l = model.reasoning_len
-    codes = model.vocab.decode(r["tokens"][:, l:])
+    codes = model.vocab.decode(r.tokens[:, l:])
     assert (codes >= 0).all()  # each target token from its own level
-    assert torch.isfinite(r["old"]).all() and torch.isfinite(r["ref"]).all()
-    valid = model.trie(codes.device).lookup(codes) >= 0
+    assert torch.isfinite(r.old).all() and torch.isfinite(r.ref).all()
+    valid = model.seq2seq.trie(codes.device).lookup(codes) >= 0
     assert not valid.all()  # 30 items among 8*8*4 codes: random-ish rollouts hit invalid IDs
-    assert r["stats"]["valid_rate"] == pytest.approx(valid.float().mean().item())
+    assert r.stats["valid_rate"] == pytest.approx(valid.float().mean().item())
 
 
 def run_tiny(tiny_dataset, tmp_path, run_id, **overrides):
@@ -268,13 +302,20 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
     assert [(s["name"], s["extra"]["cached"]) for s in rec4["stages"]] == [("pt", True), ("sft", True)]
 
 
-def test_parse_stages():
-    from recbole_ext.models.stream_rec import parse_stages
+def test_stage_selection():
+    from recbole_ext.trainers.stages import Stage, select_stages
 
-    assert parse_stages("pt,sft") == ["pt", "sft"] and parse_stages(["PT", "rl"]) == ["pt", "rl"]
+    class Named(Stage):
+        def __init__(self, name):
+            self.name = name
+
+    stages = [Named("pt"), Named("sft"), Named("rl")]
+    assert [s.name for s in select_stages(stages, "pt,sft")] == ["pt", "sft"]
+    assert [s.name for s in select_stages(stages, ["PT", "rl"])] == ["pt", "rl"]
+    assert select_stages(stages, None) == stages
     for bad in ("sft,pt", "pt,pt", "", "pt,xx"):
-        with pytest.raises(ValueError):
-            parse_stages(bad)
+        with pytest.raises(ValueError, match="stages must"):
+            select_stages(stages, bad)
 
 
 def _count_calls(monkeypatch, obj, name):
@@ -289,36 +330,73 @@ def _count_calls(monkeypatch, obj, name):
     return calls
 
 
-@pytest.mark.parametrize("rounds, expected", [(None, 3), (2, 2)])
-def test_sft_relabels_until_stopped_or_rounds(tiny_dataset, tmp_path, monkeypatch, rounds, expected):
-    from recbole_ext.trainers.stream_rec import STREAMRecTrainer
+def staged_trainer(tiny_dataset, tmp_path, stage_name, **settings):
+    """(trainer, model, train loader) with the trainer inside stage ``stage_name``, as fit() starts it."""
+    from recbole_ext.trainers.staged import StagedTrainer
 
     data_path, name = tiny_dataset
-    settings = {"sft_rounds": rounds, "sft_round_epochs": 1, "stage_cache": False}
-    model, train = build("STREAMRec", data_path, name, tmp_path, **settings)
-    trainer = STREAMRecTrainer(tiny_config("STREAMRec", data_path, name, tmp_path, **settings), model)
+    model, train = build("STREAMRec", data_path, name, tmp_path, stage_cache=False, **settings)
+    trainer = StagedTrainer(tiny_config("STREAMRec", data_path, name, tmp_path, stage_cache=False, **settings), model)
+    current = next(s for s in trainer.stages if s.name == stage_name)
+    trainer.start_stage(current)
+    current.begin(model)
+    return trainer, model, train
+
+
+@pytest.mark.parametrize("rounds, expected", [(None, 3), (2, 2)])
+def test_sft_relabels_until_stopped_or_rounds(tiny_dataset, tmp_path, monkeypatch, rounds, expected):
+    trainer, model, train = staged_trainer(tiny_dataset, tmp_path, "sft", sft_rounds=rounds, sft_round_epochs=1)
     collections = _count_calls(monkeypatch, model, "collect_labels")
-    trainer._start_stage("sft")
-    model.begin_stage("sft")
     for epoch in range(3):
         trainer._train_epoch(train, epoch)
     assert len(collections) == expected  # ~ = a new collection every sft_round_epochs, without a cap
 
 
-def test_rl_max_batches_caps_an_rl_epoch(tiny_dataset, tmp_path, monkeypatch):
-    from recbole_ext.trainers.stream_rec import STREAMRecTrainer
+@pytest.mark.parametrize("cap, updates", [(2, 1), (1, 2), (None, 1)])
+def test_rl_max_batches_caps_an_rl_epoch(tiny_dataset, tmp_path, monkeypatch, cap, updates):
+    from recbole_ext.trainers.grpo_stage import GRPOStage
 
-    data_path, name = tiny_dataset
-    model, train = build("STREAMRec", data_path, name, tmp_path)
+    trainer, model, train = staged_trainer(tiny_dataset, tmp_path, "rl", rl_max_batches=cap,
+                                           rl_updates_per_batch=updates)
     assert len(train) >= 3
-    for cap, updates, steps in [(2, 1, 2), (1, 2, 2), (None, 1, len(train))]:
-        config = tiny_config("STREAMRec", data_path, name, tmp_path, rl_max_batches=cap,
-                             rl_updates_per_batch=updates, stage_cache=False)
-        model.rl_updates = updates
-        trainer = STREAMRecTrainer(config, model)
-        trainer._start_stage("rl")
-        model.begin_stage("rl")
-        losses = _count_calls(monkeypatch, model, "calculate_loss")
-        trainer._train_epoch(train, 0)
-        assert len(losses) == steps  # GRPO updates: batches x updates per rollout batch
-        monkeypatch.undo()
+    losses = _count_calls(monkeypatch, GRPOStage, "loss")
+    rollouts = _count_calls(monkeypatch, GRPOStage, "rollouts")
+    trainer._train_epoch(train, 0)
+    batches = len(train) if cap is None else cap
+    assert len(losses) == batches * updates  # GRPO updates: batches x updates per rollout batch
+    assert len(rollouts) == batches
+
+
+def test_rl_epochs_keep_batches_on_the_device(tiny_dataset, tmp_path):
+    """The RL stage's batch cap wraps the device-resident rows, not RecBole's loader."""
+    from recbole_ext.trainers.device_batches import DeviceBatches
+
+    trainer, model, train = staged_trainer(tiny_dataset, tmp_path, "rl", rl_max_batches=1, data_on_device=True)
+    batches = trainer.epoch_batches(train, 0)
+    assert isinstance(batches.data, DeviceBatches) and batches.data is trainer.training_batches(train)
+    assert len(batches) == 1 and trainer._train_epoch(train, 0) is not None
+
+
+def test_stage_keys_come_from_the_typed_configs(tiny_dataset, tmp_path):
+    """Every key a stage reads is in its cache key; keys no stage claims go into the data key."""
+    trainer, model, _ = staged_trainer(tiny_dataset, tmp_path, "pt")
+    pt, sft, rl = trainer.stages
+    assert {"pt_neighbors", "pt_temperature", "pt_learning_rate", "learning_rate"} <= pt.claimed_keys()
+    assert "reasoning_len" in sft.claimed_keys() and "reasoning_len" not in pt.claimed_keys()
+    assert {"rl_group_size", "rl_reward_weights", "rl_hard_negatives"} <= rl.claimed_keys()
+    assert rl.key_config()["rewards"]["hard_negatives"] == 6 and rl.key_config()["free_steps"] == 2
+    key = trainer.data_key()
+    trainer.config.final_config_dict["rl_group_size"] = 99  # a stage's key: not in the data key
+    assert trainer.data_key() == key
+    trainer.config.final_config_dict["some_new_model_key"] = 1  # nobody claims it: data key changes
+    assert trainer.data_key() != key
+
+
+def test_missing_config_key_is_named(tiny_dataset, tmp_path):
+    from recbole_ext.models.stream_rec.stages import PTConfig
+    from recbole_ext.trainers.stages import MissingConfigKeyError, read_config
+
+    assert read_config(PTConfig, {"pt_neighbors": "3", "pt_temperature": 1, "pt_direct_weight": 0.5}, "pt_") == \
+        PTConfig(neighbors=3, temperature=1.0, direct_weight=0.5)
+    with pytest.raises(MissingConfigKeyError, match="pt_temperature"):
+        read_config(PTConfig, {"pt_neighbors": 3, "pt_direct_weight": 0.5}, "pt_")

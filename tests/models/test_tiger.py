@@ -37,7 +37,7 @@ def test_scores_are_the_beams_in_order_and_ignore_the_target(tiny_dataset, tmp_p
         assert ranked.tolist() == out.items[row].tolist()  # rank order = beam order
     # every beam is a valid item whose codes are the generated tokens
     codes = model.vocab.decode(out.tokens)  # [B, K, m]
-    assert torch.equal(codes, model.item_codes[out.items])
+    assert torch.equal(codes, model.seq2seq.item_codes[out.items])
     # the ground truth RecBole leaves in the batch is never read
     interaction[model.POS_ITEM_ID] = torch.flip(interaction[model.POS_ITEM_ID], dims=[0])
     assert torch.equal(model.full_sort_predict(interaction), scores)
@@ -50,9 +50,9 @@ def test_ids_cached_by_raw_token_and_shared(tiny_dataset, tmp_path):
     cached = list((tmp_path / "sid").glob("sid-random-*.pt"))
     assert len(cached) == 1
     _, second, _ = build(*tiny_dataset, tmp_path / "sid", d_model=32)  # another model, same tokenizer
-    assert torch.equal(first.item_codes, second.item_codes)
+    assert torch.equal(first.seq2seq.item_codes, second.seq2seq.item_codes)
     assert len(list((tmp_path / "sid").glob("sid-random-*.pt"))) == 1  # reused, not recomputed
-    assert len({tuple(r) for r in first.item_codes[1:].tolist()}) == first.n_items - 1  # unique IDs
+    assert len({tuple(r) for r in first.seq2seq.item_codes[1:].tolist()}) == first.n_items - 1  # unique IDs
 
 
 def test_rqvae_ids_from_item_text(tmp_path):
@@ -72,7 +72,7 @@ def test_rqvae_ids_from_item_text(tmp_path):
     _, model, _ = build(str(root), "texty", tmp_path / "sid", sid_tokenizer="rqvae", sid_codebook_size=4,
                      sid_collision_codebook_size=12, rqvae=rqvae)
     assert model.sids.stats["method"] == "rqvae"
-    assert len({tuple(r) for r in model.item_codes[1:].tolist()}) == model.n_items - 1
+    assert len({tuple(r) for r in model.seq2seq.item_codes[1:].tolist()}) == model.n_items - 1
     stats = json.loads(next((tmp_path / "sid").glob("sid-rqvae-*.json")).read_text())
     assert "collision" in stats and "rqvae" in stats
 

@@ -1,0 +1,81 @@
+"""Sampling from the restricted decoding policy, and scoring candidate continuations.
+
+Both step a :class:`~recbole_ext.generation.t5_decoder.T5CachedDecoder` (cross-attention keys and
+values once per user, shared by the user's G rollouts) and take their masks from
+:mod:`recbole_ext.generation.constraints`, as beam search does. RL stages use them for rollouts
+(:func:`sample_sequences`) and for rewards that score items after a sampled prefix
+(:func:`score_continuations`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from recbole_ext.generation.constraints import mask_off_trie_, position_mask
+from recbole_ext.generation.t5_decoder import T5CachedDecoder
+from recbole_ext.sid.trie import SIDTrie
+from recbole_ext.sid.vocab import SIDVocab
+
+
+@torch.no_grad()
+def sample_sequences(
+    t5,
+    encoder_out: torch.Tensor,  # [B, L, D]
+    encoder_mask: torch.Tensor,  # [B, L]
+    vocab: SIDVocab,
+    trie: SIDTrie,
+    group: int,
+    free_steps: int = 0,
+    temperature: float = 1.0,
+    constrained: bool = True,
+    free_range: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """G sampled sequences per user [B, G, free_steps + m]: ``free_steps`` tokens from
+    ``free_range`` (default: every code token), then the item's m tokens, level d from its codes
+    and, when ``constrained``, only along valid trie paths. Each token is drawn from the softmax
+    of the restricted log-probabilities divided by ``temperature``."""
+    b, device = encoder_out.shape[0], encoder_out.device
+    length = free_steps + vocab.n_levels
+    dec = T5CachedDecoder(t5, encoder_out, encoder_mask, length)
+    allowed = position_mask(vocab, free_steps, device, free_range)  # [T, V]
+    node = torch.zeros(b, group, dtype=torch.long, device=device)  # trie root
+    cur = torch.full((b, group), vocab.bos, dtype=torch.long, device=device)
+    out = []
+    for pos in range(length):
+        logp = dec.step(cur) + allowed[pos]  # [B, G, V]
+        d = pos - free_steps
+        if constrained and d >= 0:
+            mask_off_trie_(logp, vocab, trie, d, node)
+        probs = torch.softmax(logp / temperature, dim=-1)
+        cur = torch.multinomial(probs.reshape(b * group, -1), 1).view(b, group)
+        if d >= 0:
+            node = trie.advance(d, node, cur - vocab.level_range(d)[0])
+        out.append(cur)
+    return torch.stack(out, dim=-1)  # [B, G, T]
+
+
+@torch.no_grad()
+def score_continuations(
+    t5,
+    encoder_out: torch.Tensor,  # [B, L, D]
+    encoder_mask: torch.Tensor,  # [B, L]
+    bos: int,
+    prefix: torch.Tensor,  # [B, G, p]
+    candidates: torch.Tensor,  # [B, G, C, m]
+) -> torch.Tensor:
+    """log p(candidate | prefix, history) summed over the candidate's m tokens (full softmax):
+    -> [B, G, C]. Each prefix is decoded once and forked into its C candidates (shared caches)."""
+    b, g, c, m = candidates.shape
+    device = encoder_out.device
+    dec = T5CachedDecoder(t5, encoder_out, encoder_mask, prefix.shape[-1] + m)
+    logp = dec.step(torch.full((b, g), bos, dtype=torch.long, device=device))
+    for i in range(prefix.shape[-1]):
+        logp = dec.step(prefix[..., i])  # [B, G, V]
+    dec.reorder(torch.arange(g, device=device).repeat_interleave(c)[None].expand(b, -1))
+    flat = candidates.reshape(b, g * c, m)
+    logp = logp.repeat_interleave(c, dim=1)  # [B, G*C, V]
+    score = logp.gather(-1, flat[..., :1]).squeeze(-1)  # [B, G*C]
+    for d in range(1, m):
+        logp = dec.step(flat[..., d - 1])
+        score = score + logp.gather(-1, flat[..., d : d + 1]).squeeze(-1)
+    return score.view(b, g, c)

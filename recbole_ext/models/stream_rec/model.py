@@ -1,0 +1,353 @@
+"""STREAM-Rec: slow-thinking generative recommendation in three stages (PT → SFT → RL).
+
+Zhang et al., "Slow Thinking for Sequential Recommendation" (arXiv 2504.09627), sections 2.2-2.4;
+no public code, so this is a reimplementation from the paper, with every gap filled by a
+documented, switchable choice (properties/model/STREAMRec.yaml, layered over
+properties/family/sid_generative.yaml). The backbone, the semantic IDs and the constrained
+decoding are the shared :class:`~recbole_ext.modules.sid_seq2seq.SIDSeq2Seq`; the equations
+live as pure functions in :mod:`recbole_ext.rl`; the stages are
+:mod:`recbole_ext.models.stream_rec.stages` (PT, SFT) and the shared
+:class:`~recbole_ext.trainers.grpo_stage.GRPOStage` (RL), run by
+:class:`~recbole_ext.trainers.staged.StagedTrainer`. This file holds STREAM-Rec's own mathematics.
+
+Stage 1, PT (Eq. 9-11): the decoder generates ``[tokens of the 2 items nearest to the target;
+target tokens]`` under a temperature softmax. The one-step *direct* decoder (π_ref of stages 2-3)
+is trained here too: a second T5 decoder stack that shares the encoder, the token embeddings and
+the (tied) output layer, trained with plain CE on the target's m tokens (weight
+``pt_direct_weight``). Neighbours: :mod:`recbole_ext.models.stream_rec.neighbors`
+(``neighbor_source``). PT is evaluated in its own format: ``pt_neighbors * m`` free beam steps
+(its synthetic "reasoning"), then the constrained target.
+
+Stage 2, SFT (Eq. 12-19): at the start of each round the iterative-inference labeller
+(:class:`~recbole_ext.rl.reasoning.IterativeInferenceLabeller`, eval mode, no gradient, decoder
+stepped incrementally) labels every training sample with l reasoning tokens drawn from the code
+tokens; labels are looked up by the sample's exact content (history, target). The loss is Eq. 19:
+temperature NLL of ``[o_1..o_l; target]`` + λ DPO (policy = target tokens after the sample's
+reasoning, reference = the direct decoder on the current shared encoder, detached; dispreferred =
+an item drawn uniformly from the target's ``sft_dpo_neg_pool`` text neighbours) + μ quantisation
++ δ state InfoNCE (residuals and states recomputed from one teacher-forced pass by
+``IterativeInferenceLabeller.teacher_forced``). With ``sft_straight_through`` the reasoning
+inputs of the likelihood pass are ``straight_through(r, e_o)`` (value e_o, gradient to the
+residual MLP), r coming from a first decoder pass over ``[bos, o_1..o_l]``: the loop form's
+gradient truncated after one level. With l = 0 the DPO, quantisation and state terms vanish (no
+thinking to compare) and the loss is TIGER's.
+
+Stage 3, RL (Eq. 20-27): GRPO (the shared stage) on G rollouts per sample: l reasoning tokens from
+all code tokens, then the m target tokens along valid trie paths (``rl_constrained_rollout``,
+default; unconstrained, the paper's literal setting, a 1-epoch CPU run on scientific2018 produced
+valid IDs in 0.03 % of rollouts). This model supplies the rewards (:meth:`STREAMRec.grpo_rewards`,
+Eq. 21-27, weighted by ``rl_reward_weights``); the "direct" reference of Eq. 26 is the direct
+decoder on the current encoder.
+
+Inference: l free beam steps over the code tokens (the reasoning), then the trie-constrained
+target; l = 0 is TIGER's decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recbole_ext.models.sid_base import SIDGenerativeRecommender
+from recbole_ext.models.stream_rec.neighbors import sid_neighbors, text_neighbors
+from recbole_ext.models.stream_rec.stages import (
+    PTConfig,
+    PTStage,
+    RewardConfig,
+    SFTConfig,
+    SFTStage,
+    STREAMRecSettings,
+)
+from recbole_ext.rl.grpo import token_logprobs
+from recbole_ext.rl.losses import (
+    dpo_loss,
+    pretrain_targets,
+    quantization_loss,
+    sft_objective,
+    state_target_infonce,
+    temperature_nll,
+)
+from recbole_ext.rl.reasoning import IterativeInferenceLabeller
+from recbole_ext.rl.rewards import (
+    DEFAULT_REWARD_WEIGHTS,
+    combine_rewards,
+    format_reward,
+    mean_pool,
+    prefix_match_reward,
+    similarity_reward,
+    thinking_likelihood_reward,
+    thinking_ranking_reward,
+)
+from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage, Rollouts
+from recbole_ext.trainers.stages import Stage, StageSchedule, read_config
+
+logger = logging.getLogger(__name__)
+
+
+class STREAMRec(SIDGenerativeRecommender):
+    """TIGER's backbone + direct decoder + iterative-inference labeller; see the module docstring."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)  # builds the T5 first: same init as TIGER for a seed
+        from recbole_ext.modules.t5_backbone import build_t5_decoder
+
+        self.settings = read_config(STREAMRecSettings, config)
+        self.pt = read_config(PTConfig, config, "pt_")
+        self.sft = read_config(SFTConfig, config, "sft_")
+        self.grpo = read_config(GRPOConfig, config, "rl_")
+        self.rewards = read_config(RewardConfig, config, "rl_")
+        self.reasoning_len = self.settings.reasoning_len
+        if self.reasoning_len < 0:
+            raise ValueError("reasoning_len must be >= 0")
+        self.m = self.vocab.n_levels
+        t5 = self.seq2seq.t5
+        # the extra modules draw their initial weights from a forked RNG: the global RNG leaves
+        # __init__ as TIGER's does, so with l = 0 the data order and dropout draws are TIGER's too
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(config["seed"]) + 1)
+            self.direct_decoder = build_t5_decoder(t5)
+            self.labeller = IterativeInferenceLabeller(
+                int(config["d_model"]), self.settings.labeller_inner_size, dropout=self.settings.labeller_dropout)
+        lo, hi = self.vocab.code_range()
+        self.register_buffer("code_ids", torch.arange(lo, hi), persistent=False)  # [V_code]
+        weights = dict(DEFAULT_REWARD_WEIGHTS)  # a weight not given is 1: the paper's plain sum
+        weights.update({str(k): float(v) for k, v in dict(self.rewards.reward_weights).items()})
+        unknown = set(weights) - set(DEFAULT_REWARD_WEIGHTS)
+        if unknown:
+            raise ValueError(f"unknown rl_reward_weights {sorted(unknown)}; known: {sorted(DEFAULT_REWARD_WEIGHTS)}")
+        self.reward_weights = weights
+
+        # --- nearest items (PT targets, DPO negatives, RL hard negatives) ---
+        n_real = self.n_items - 1
+        self.rl_negatives = min(self.rewards.hard_negatives, max(0, n_real - 1))
+        k = max(1, min(max(self.pt.neighbors, self.sft.dpo_neg_pool, self.rl_negatives), n_real - 1))
+        if self.pt.neighbors > k:
+            raise ValueError(f"pt_neighbors={self.pt.neighbors} > {k} other items in the dataset")
+        source = self.settings.neighbor_source
+        if source == "text":
+            neighbors = text_neighbors(config, dataset, k)
+        elif source == "sid":
+            neighbors = sid_neighbors(self.seq2seq.item_codes.cpu(), k, seed=int(config["sid_seed"]))
+        else:
+            raise ValueError(f"neighbor_source must be 'text' or 'sid', got {source!r}")
+        self.register_buffer("neighbors", neighbors, persistent=False)  # [n_items, k]
+
+        self._labels: dict[bytes, int] = {}  # sample content -> row of _label_tokens
+        self._label_tokens: Tensor | None = None  # [N, l] on CPU
+        self._warned_unlabelled = False
+
+    def build_stages(self, config) -> list[Stage]:
+        """PT, SFT, RL (the ``stages`` key picks a subset)."""
+        return [
+            PTStage(self.pt, StageSchedule.read(config, "pt_")),
+            SFTStage(self.sft, StageSchedule.read(config, "sft_")),
+            GRPOStage("rl", "rl_", self.grpo, StageSchedule.read(config, "rl_"), free_steps=self.reasoning_len,
+                      reward_config=self.rewards),
+        ]
+
+    def calculate_loss(self, interaction):
+        raise TypeError("STREAM-Rec trains in stages: use the StagedTrainer (the registry's trainer for STREAMRec)")
+
+    def record_extra(self) -> dict:
+        extra = super().record_extra()
+        extra.update(reasoning_len=self.reasoning_len, neighbor_source=self.settings.neighbor_source)
+        return extra
+
+    # --- shared pieces -------------------------------------------------------------------------
+    def _encode(self, interaction) -> tuple[Tensor, Tensor]:
+        ids, mask = self.history_tokens(interaction)  # [B, L*m]
+        return self.seq2seq.encode(ids, mask), mask  # [B, L*m, D]
+
+    def _target_repr(self, target_tokens: Tensor) -> Tensor:
+        """t: mean of the target's token embeddings [B, m] -> [B, D]."""
+        return self.seq2seq.t5.shared(target_tokens).mean(dim=1)
+
+    def _direct_logprob(self, enc: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
+        """log π_ref(y | x) of the direct decoder: sum over the m tokens [B, m] -> [B]."""
+        return self.seq2seq.token_logprobs(enc, mask, tokens, decoder=self.direct_decoder)[0].sum(dim=1)
+
+    # --- stage 1 -------------------------------------------------------------------------------
+    def pretrain_loss(self, interaction, cfg: PTConfig) -> Tensor:
+        """Eq. 9-11 on the lengthened target, plus CE of the direct decoder on the target."""
+        s2s = self.seq2seq
+        enc, mask = self._encode(interaction)
+        target_item = interaction[self.POS_ITEM_ID]  # [B]
+        target = s2s.item_tokens[target_item]  # [B, m]
+        near = self.neighbors[target_item, : cfg.neighbors]  # [B, n]
+        labels = pretrain_targets(s2s.item_tokens[near], target)  # [B, (n+1)*m]
+        logits = s2s.logits(s2s.decode(enc, mask, input_ids=s2s.shift(labels)))
+        loss = temperature_nll(logits, labels, cfg.temperature)
+        if cfg.direct_weight:
+            d_logits = s2s.logits(s2s.decode(enc, mask, input_ids=s2s.shift(target), decoder=self.direct_decoder))
+            loss = loss + cfg.direct_weight * temperature_nll(d_logits, target)
+        return loss
+
+    # --- stage 2: labels -----------------------------------------------------------------------
+    def _keys(self, interaction) -> list[bytes]:
+        """Exact content of each sample (history items, then the target) as compact bytes."""
+        seqs = interaction[self.ITEM_SEQ].cpu().numpy().astype(np.int32)  # [B, L]
+        lengths = interaction[self.ITEM_SEQ_LEN].tolist()
+        targets = interaction[self.POS_ITEM_ID].cpu().numpy().astype(np.int32)
+        return [seqs[i, :n].tobytes() + b"|" + targets[i].tobytes() for i, n in enumerate(lengths)]
+
+    def clear_labels(self) -> None:
+        self._labels, self._label_tokens = {}, None
+
+    @torch.no_grad()
+    def label_batch(self, interaction) -> Tensor:
+        """Eq. 12-13 with the current model (eval mode): reasoning tokens [B, l]."""
+        from recbole_ext.generation.t5_decoder import T5CachedDecoder
+
+        l, s2s = self.reasoning_len, self.seq2seq
+        ids, mask = self.history_tokens(interaction)
+        if l == 0:
+            return ids.new_zeros(ids.shape[0], 0)
+        was_training = self.training
+        self.eval()
+        try:
+            enc, emask = s2s.encode_for_decoding(ids, mask)
+            dec = T5CachedDecoder(s2s.t5, enc, emask, l + 1)
+            dec.step(ids.new_full((ids.shape[0], 1), self.vocab.bos))
+            d0 = dec.last_hidden[:, 0]  # [B, D]
+
+            def step(so_far: Tensor) -> Tensor:
+                dec.step(so_far[:, -1:])
+                return dec.last_hidden[:, 0]  # d_i [B, D]
+
+            t = self._target_repr(self.target_tokens(interaction))  # [B, D]
+            out = self.labeller(t.to(d0.dtype), d0, s2s.t5.shared.weight, step, l, allowed_ids=self.code_ids)
+        finally:
+            self.train(was_training)
+        return out.tokens  # [B, l]
+
+    @torch.no_grad()
+    def collect_labels(self, batches) -> int:
+        """Label every sample of ``batches`` (an iterable of interactions) with the current model."""
+        keys: list[bytes] = []
+        chunks: list[Tensor] = []
+        for interaction in batches:
+            interaction = interaction.to(self.seq2seq.item_tokens.device)
+            chunks.append(self.label_batch(interaction).cpu())
+            keys.extend(self._keys(interaction))
+        tokens = torch.cat(chunks) if chunks else torch.zeros(0, self.reasoning_len, dtype=torch.long)
+        self._labels = {k: i for i, k in enumerate(keys)}
+        self._label_tokens = tokens
+        return len(keys)
+
+    def reasoning_labels(self, interaction) -> Tensor:
+        """Collected labels of a batch [B, l]; samples never collected are labelled now."""
+        b = interaction[self.POS_ITEM_ID].shape[0]
+        device = self.seq2seq.item_tokens.device
+        if self.reasoning_len == 0:
+            return torch.zeros(b, 0, dtype=torch.long, device=device)
+        rows = [self._labels.get(k, -1) for k in self._keys(interaction)] if self._labels else [-1] * b
+        rows_t = torch.tensor(rows, dtype=torch.long)
+        missing = rows_t < 0
+        if not missing.any():
+            return self._label_tokens[rows_t].to(device)
+        if not self._warned_unlabelled:
+            logger.warning("SFT batch with %d/%d samples without collected labels: labelling them now",
+                           int(missing.sum()), b)
+            self._warned_unlabelled = True
+        fresh = self.label_batch(interaction)  # [B, l]
+        if missing.all():
+            return fresh
+        known = self._label_tokens[rows_t.clamp(min=0)].to(device)
+        return torch.where(missing.to(device)[:, None], fresh, known)
+
+    # --- stage 2: loss -------------------------------------------------------------------------
+    def sft_loss(self, interaction, cfg: SFTConfig) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. 19 = L_SFT + λ L_DPO + μ L_Quant + δ L_State -> (loss, unweighted terms)."""
+        l, s2s = self.reasoning_len, self.seq2seq
+        enc, mask = self._encode(interaction)  # [B, L, D]
+        target_item = interaction[self.POS_ITEM_ID]
+        target = s2s.item_tokens[target_item]  # [B, m]
+        think = self.reasoning_labels(interaction)  # [B, l]
+        labels = torch.cat([think, target], dim=1)  # [B, l+m] (Eq. 13)
+        dec_in = s2s.shift(labels)  # [B, l+m]
+        table = s2s.t5.shared.weight  # [V, D]
+        terms: dict[str, Tensor] = {}
+        lab = None
+        if l > 0 and cfg.straight_through:
+            h1 = s2s.decode(enc, mask, input_ids=dec_in[:, : l + 1])  # [B, l+1, D]
+            t = self._target_repr(target)
+            lab = self.labeller.teacher_forced(t, h1, think, table)
+            embeds = s2s.t5.shared(dec_in)  # [B, l+m, D]
+            embeds = torch.cat([embeds[:, :1], lab.quantized_st, embeds[:, l + 1 :]], dim=1)
+            hidden = s2s.decode(enc, mask, inputs_embeds=embeds)
+        else:
+            hidden = s2s.decode(enc, mask, input_ids=dec_in)  # [B, l+m, D]
+            if l > 0:
+                t = self._target_repr(target)
+                lab = self.labeller.teacher_forced(t, hidden[:, : l + 1], think, table)
+        logits = s2s.logits(hidden)  # [B, l+m, V]
+        terms["sft"] = temperature_nll(logits, labels, cfg.temperature)
+        if lab is not None:
+            if cfg.quant_weight:
+                terms["quant"] = quantization_loss(lab.residuals, lab.quantized, cfg.quant_beta)
+            if cfg.state_weight:
+                terms["state"] = state_target_infonce(
+                    lab.states, t, cfg.state_schedule, cfg.state_temperature, normalize=cfg.state_normalize)
+            if cfg.dpo_weight:
+                terms["dpo"] = self._dpo_term(cfg, enc, mask, target_item, target, logits, lab, dec_in)
+        loss = sft_objective(terms["sft"], terms.get("dpo"), terms.get("quant"), terms.get("state"),
+                             cfg.dpo_weight, cfg.quant_weight, cfg.state_weight)
+        return loss, terms
+
+    def _dpo_term(self, cfg: SFTConfig, enc, mask, target_item, target, logits, lab, dec_in) -> Tensor:
+        """Eq. 16-18: target vs a similar item, both after the sample's reasoning tokens."""
+        l, b, s2s = self.reasoning_len, target.shape[0], self.seq2seq
+        pool = max(1, min(cfg.dpo_neg_pool, self.neighbors.shape[1]))
+        pick = torch.randint(0, pool, (b,), device=target.device)
+        neg_item = self.neighbors[target_item].gather(1, pick[:, None]).squeeze(1)  # [B]
+        neg = s2s.item_tokens[neg_item]  # [B, m]
+        pos_lp = token_logprobs(logits[:, l:], target).sum(dim=1)  # [B]
+        neg_in = torch.cat([dec_in[:, : l + 1], neg[:, :-1]], dim=1)  # [bos, o_1..o_l, c-_1..c-_{m-1}]
+        embeds = s2s.t5.shared(neg_in)
+        if cfg.straight_through:
+            embeds = torch.cat([embeds[:, :1], lab.quantized_st, embeds[:, l + 1 :]], dim=1)
+        neg_logits = s2s.logits(s2s.decode(enc, mask, inputs_embeds=embeds)[:, l:])
+        neg_lp = token_logprobs(neg_logits, neg).sum(dim=1)  # [B]
+        with torch.no_grad():
+            ref_pos = self._direct_logprob(enc, mask, target)
+            ref_neg = self._direct_logprob(enc, mask, neg)
+        return dpo_loss(pos_lp, neg_lp, ref_pos, ref_neg, beta=cfg.dpo_beta)
+
+    # --- stage 3: rewards ----------------------------------------------------------------------
+    @torch.no_grad()
+    def grpo_rewards(self, interaction, ro: Rollouts) -> tuple[Tensor, dict[str, float]]:
+        """Eq. 21-27 for every rollout, weighted and summed -> (total [N], statistics)."""
+        l, m, g, s2s = self.reasoning_len, self.m, self.grpo.group_size, self.seq2seq
+        b = ro.grouped.shape[0]
+        w = self.reward_weights
+        target_item = interaction[self.POS_ITEM_ID]
+        target = s2s.item_tokens[target_item]  # [B, m]
+        gen_codes = self.vocab.decode(ro.tokens[:, l:])  # [N, m]
+        tgt_codes = s2s.item_codes[target_item].repeat_interleave(g, 0)  # [N, m]
+        valid = s2s.trie(ro.tokens.device).lookup(gen_codes) >= 0  # [N]
+        comps: dict[str, Tensor] = {}
+        if w["format"]:
+            comps["format"] = format_reward(valid)
+        if w["prefix_match"]:
+            comps["prefix_match"] = prefix_match_reward(gen_codes, tgt_codes)
+        if w["similarity"]:
+            t = self._target_repr(target).repeat_interleave(g, 0)  # [N, D]
+            comps["similarity"] = similarity_reward(mean_pool(ro.hidden), t, self.rewards.similarity)
+        if w["think_likelihood"] or w["think_ranking"]:
+            k = self.rl_negatives if w["think_ranking"] else 0
+            cand_items = torch.cat([target_item[:, None], self.neighbors[target_item, :k]], dim=1)  # [B, 1+K]
+            cand = s2s.item_tokens[cand_items][:, None].expand(b, g, k + 1, m)
+            scores = s2s.score_continuations(ro.decode_enc, ro.decode_mask, ro.grouped[..., :l], cand)  # [B, G, 1+K]
+            pos = scores[..., 0].reshape(-1)  # [N]
+            if w["think_likelihood"]:
+                ref_direct = self._direct_logprob(ro.enc, ro.mask, target).repeat_interleave(g, 0)  # [N]
+                comps["think_likelihood"] = thinking_likelihood_reward(pos, ref_direct, self.rewards.likelihood_clip)
+            if w["think_ranking"] and k > 0:
+                comps["think_ranking"] = thinking_ranking_reward(pos, scores[..., 1:].reshape(b * g, k))
+        total, weighted = combine_rewards(comps, {n: w[n] for n in comps})
+        stats = {f"reward_{n}": float(v.mean()) for n, v in weighted.items()}
+        stats["valid_rate"] = float(valid.float().mean())
+        return total, stats
