@@ -79,9 +79,15 @@ def nearest_tokens(
 
 class ResidualMLP(nn.Module):
     """``Linear(H, H') -> GELU -> Dropout -> Linear(H', H)``: both the residual MLP and the state
-    update MLP of section 2.3.1 (separate instances)."""
+    update MLP of section 2.3.1 (separate instances).
 
-    def __init__(self, hidden_size: int, inner_size: Optional[int] = None, dropout: float = 0.0):
+    ``skip=True`` computes ``x + MLP(x)`` with the last layer zero at initialisation, so the module
+    starts as the identity (not in the paper: an untrained plain MLP is a random projection, and the
+    first labels would be nearest tokens to that projection).
+    """
+
+    def __init__(self, hidden_size: int, inner_size: Optional[int] = None, dropout: float = 0.0,
+                 skip: bool = False):
         super().__init__()
         inner = inner_size or hidden_size
         self.net = nn.Sequential(
@@ -90,9 +96,13 @@ class ResidualMLP(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(inner, hidden_size),
         )
+        self.skip = skip
+        if skip:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:  # [*, H] -> [*, H]
-        return self.net(x)
+        return x + self.net(x) if self.skip else self.net(x)
 
 
 @dataclass
@@ -118,7 +128,11 @@ class IterativeInferenceLabeller(nn.Module):
         dropout: inside both MLPs.
         residual_mlp, state_mlp: replace the default :class:`ResidualMLP` s (any ``[*, H] ->
             [*, H]`` module, e.g. ``nn.Identity()`` in tests).
+        init: ``"random"`` (plain MLPs, randomly initialised) or ``"identity"`` (skip MLPs that
+            start as the identity, see :class:`ResidualMLP`).
     """
+
+    INITS = ("random", "identity")
 
     def __init__(
         self,
@@ -127,13 +141,17 @@ class IterativeInferenceLabeller(nn.Module):
         dropout: float = 0.0,
         residual_mlp: Optional[nn.Module] = None,
         state_mlp: Optional[nn.Module] = None,
+        init: str = "random",
     ):
         super().__init__()
+        if init not in self.INITS:
+            raise ValueError(f"labeller init must be one of {self.INITS}, got {init!r}")
         self.hidden_size = hidden_size
+        skip = init == "identity"
         self.residual_mlp = residual_mlp if residual_mlp is not None else ResidualMLP(
-            hidden_size, inner_size, dropout)
+            hidden_size, inner_size, dropout, skip=skip)
         self.state_mlp = state_mlp if state_mlp is not None else ResidualMLP(
-            hidden_size, inner_size, dropout)
+            hidden_size, inner_size, dropout, skip=skip)
 
     def forward(
         self,

@@ -17,6 +17,12 @@ declared makes stages retrain, never reuse a stale stage. A later run with the s
 stage instead of training it, and still validates and tests it. ``stage_cache: False`` turns the
 cache off.
 
+Incumbent (``stage_incumbent``, default on): every stage after the first starts with the incoming
+weights validated in its own decoding as the best so far, so early stopping can only return weights
+at least as good on validation as those it started from (without it, RL once returned weights
+worse than the SFT weights it started from); the stage row keeps both (``incoming_valid``,
+``kept_incoming``).
+
 Testing: the runner calls ``evaluate(test_data, load_best_model=True)`` once; this trainer tests
 every stage in turn and returns the last stage's result, so the record's top-level valid/test are
 the last stage's, and ``record_stages()`` gives one row per stage (the paper's PT / SFT / RL rows)
@@ -41,7 +47,7 @@ from recbole_ext.metrics import metric_values
 from recbole_ext.trainers.generative import GenerativeTrainer
 from recbole_ext.trainers.lr_schedule import StepSchedule
 from recbole_ext.trainers.stage_cache import StageCache, canonical, stage_key
-from recbole_ext.trainers.stages import Stage, select_stages
+from recbole_ext.trainers.stages import Stage, read_config, select_stages
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,15 @@ class StagedModel(Protocol):
     def build_stages(self, config) -> list[Stage]:
         """Every stage of the method, in training order."""
         ...
+
+
+@dataclass(frozen=True)
+class StagedSettings:
+    """The trainer's own keys (defaults in the model's YAML)."""
+
+    stage_cache: bool
+    stage_cache_dir: str | None
+    stage_incumbent: bool
 
 
 @dataclass
@@ -84,13 +99,14 @@ class StagedTrainer(GenerativeTrainer):
         if not callable(getattr(type(model), "build_stages", None)):
             raise TypeError(f"{type(model).__name__} declares no stages (build_stages); train it with GenerativeTrainer")
         self.stages = select_stages(model.build_stages(config), config["stages"])
-        root = config["stage_cache_dir"]
+        settings = read_config(StagedSettings, config)
+        root = settings.stage_cache_dir
         if not root:
             from recbole_ext.data import default_cache_dir
 
             root = default_cache_dir() / "stages" / str(config["dataset"])
-        enabled = config["stage_cache"]
-        self.cache = StageCache(root, enabled=True if enabled is None else bool(enabled))
+        self.cache = StageCache(root, enabled=settings.stage_cache)
+        self.incumbent = settings.stage_incumbent
         self.stage_runs: list[StageRun] = []
         self.stage: Stage | None = None
         self._n_train = None
@@ -138,6 +154,7 @@ class StagedTrainer(GenerativeTrainer):
             hit = self.cache.load(stage.name, key)
             start = time.perf_counter()
             stage.reset_statistics()
+            incoming = None
             if hit is not None:
                 self.model.load_state_dict(hit[0], strict=True)
                 logger.info("stage %s loaded from cache (key %s): not retrained", stage.name, key)
@@ -145,6 +162,7 @@ class StagedTrainer(GenerativeTrainer):
                 epochs = 0
             else:
                 stage.begin(self.model)
+                incoming = self.set_incumbent(valid_data, saved, show_progress) if previous is not None else None
                 n_before = len(self.epoch_seconds)
                 score, result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
                 epochs = len(self.epoch_seconds) - n_before
@@ -161,6 +179,9 @@ class StagedTrainer(GenerativeTrainer):
                                      "train_s": round(time.perf_counter() - start, 3), "epochs": epochs,
                                      "lr_schedule": {"warmup_steps": stage.schedule.warmup_steps,
                                                      "decay": stage.schedule.lr_decay}}
+            if hit is None and incoming is not None:
+                extra["incoming_valid"] = metric_values(incoming)  # the incumbent: the weights the stage started from
+                extra["kept_incoming"] = result is incoming  # no epoch beat them
             if hit is None and stage.statistics():
                 extra[f"{stage.name}_stats"] = stage.statistics()  # over the stage's last epoch
             self.stage_runs.append(StageRun(stage, key, state, valid=metric_values(result), extra=extra))
@@ -168,6 +189,19 @@ class StagedTrainer(GenerativeTrainer):
             previous = key
         self.best_valid_score, self.best_valid_result = score, result
         return score, result
+
+    def set_incumbent(self, valid_data, saved: bool, show_progress: bool) -> dict | None:
+        """With ``stage_incumbent``, validate the incoming weights in this stage's decoding and make
+        them the best so far: the stage returns them unless an epoch matches or beats them. Returns
+        their validation result (None when off)."""
+        if not self.incumbent or not valid_data:
+            return None
+        score, result = self._valid_epoch(valid_data, show_progress=show_progress)
+        self.best_valid_score, self.best_valid_result = score, result
+        if saved:
+            self._save_checkpoint(-1, verbose=False)
+        logger.info("stage %s starts from validated incumbent: %s", self.stage.name, metric_values(result))
+        return result
 
     def epoch_batches(self, train_data, epoch_idx: int):
         """The stage's batches over the (possibly device-resident) training rows."""

@@ -110,11 +110,43 @@ def test_sft_terms_and_switches(tiny_dataset, tmp_path):
     assert torch.allclose(loss, expected)
     loss.backward()
     # straight-through: the likelihood reaches the residual MLP; the state loss the state MLP
-    assert model.labeller.residual_mlp.net[0].weight.grad.abs().sum() > 0
-    assert model.labeller.state_mlp.net[0].weight.grad.abs().sum() > 0
+    # (labeller_init: identity: the last layers start at zero, so they take the first gradients)
+    assert model.labeller.residual_mlp.net[-1].weight.grad.abs().sum() > 0
+    assert model.labeller.state_mlp.net[-1].weight.grad.abs().sum() > 0
+    # sft_vocab_stop_gradient (YAML default True): t (Eq. 14) and the table of Eq. 15 carry no gradient
+    target = model.seq2seq.item_tokens[batch[model.POS_ITEM_ID]]
+    t, table = model.labeller_targets(target, cfg)
+    assert cfg.vocab_stop_gradient and not t.requires_grad and not table.requires_grad
+    t, table = model.labeller_targets(target, dataclasses.replace(cfg, vocab_stop_gradient=False))
+    assert t.requires_grad and table is model.seq2seq.t5.shared.weight  # the paper as written
+    _, terms = model.sft_loss(batch, dataclasses.replace(cfg, vocab_stop_gradient=False))
+    assert set(terms) == {"sft", "dpo", "quant", "state"}
     off = dataclasses.replace(cfg, dpo_weight=0.0, quant_weight=0.0, state_weight=0.0)
     _, terms = model.sft_loss(batch, off)
     assert set(terms) == {"sft"}
+
+
+def test_frozen_dpo_reference_does_not_drift(tiny_dataset, tmp_path):
+    import dataclasses
+
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path)
+    batch = first(train)
+    cfg = stage(model, "sft").config
+    assert cfg.dpo_reference == "frozen"  # the YAML default
+    stage(model, "sft").begin(model)  # freezes the direct path as PT left it
+    model.eval()  # no dropout: the live reference then sees the same encoder states as the frozen one
+    enc, mask = model._encode(batch)
+    target = model.seq2seq.item_tokens[batch[model.POS_ITEM_ID]]
+    frozen = model._reference_logprob(cfg, batch, enc, mask, target)
+    live = dataclasses.replace(cfg, dpo_reference="live")
+    assert torch.allclose(frozen, model._reference_logprob(live, batch, enc, mask, target), atol=1e-5)
+    with torch.no_grad():  # SFT moves the shared encoder and embeddings
+        for p in model.seq2seq.t5.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        enc, mask = model._encode(batch)
+    assert torch.equal(frozen, model._reference_logprob(cfg, batch, enc, mask, target))
+    assert not torch.allclose(frozen, model._reference_logprob(live, batch, enc, mask, target), atol=1e-3)
+    assert not any(k.startswith("_dpo") for k in model.state_dict())
 
 
 def test_pretrain_targets_are_neighbours_then_target(tiny_dataset, tmp_path):
@@ -400,3 +432,28 @@ def test_missing_config_key_is_named(tiny_dataset, tmp_path):
         PTConfig(neighbors=3, temperature=1.0, direct_weight=0.5)
     with pytest.raises(MissingConfigKeyError, match="pt_temperature"):
         read_config(PTConfig, {"pt_neighbors": 3, "pt_direct_weight": 0.5}, "pt_")
+
+
+@pytest.mark.parametrize("incumbent", [True, False])
+def test_a_stage_keeps_its_incoming_weights_unless_an_epoch_beats_them(tiny_dataset, tmp_path, monkeypatch,
+                                                                        incumbent):
+    """Validation scripted: PT epoch 0.2; SFT's incoming weights 0.5, its only epoch 0.3. With the
+    incumbent, SFT returns the PT weights it started from; without, its trained weights."""
+    from recbole_ext.trainers.staged import StagedTrainer
+
+    data_path, name = tiny_dataset
+    settings = dict(stage_cache=False, stage_incumbent=incumbent, stages="pt,sft", epochs=1, sft_learning_rate=0.05)
+    model, train = build("STREAMRec", data_path, name, tmp_path, **settings)
+    trainer = StagedTrainer(tiny_config("STREAMRec", data_path, name, tmp_path, **settings), model)
+    scores = iter([0.2, 0.5, 0.3] if incumbent else [0.2, 0.3])
+    monkeypatch.setattr(trainer, "_valid_epoch", lambda *a, **k: (s := next(scores), {"ndcg@10": s}))
+    trainer.fit(train, train)
+    pt, sft = trainer.stage_runs
+    same = all(torch.equal(pt.state[k], sft.state[k]) for k in pt.state)
+    assert same is incumbent
+    if incumbent:
+        assert sft.extra["kept_incoming"] is True and sft.extra["incoming_valid"] == {"ndcg@10": 0.5}
+        assert sft.valid == {"ndcg@10": 0.5}
+    else:
+        assert "incoming_valid" not in sft.extra and sft.valid == {"ndcg@10": 0.3}
+    assert "incoming_valid" not in pt.extra  # the first stage has no incumbent

@@ -160,3 +160,21 @@ def test_teacher_forced_matches_the_loop():
     close(tf.quantized, loop.quantized)
     with pytest.raises(ValueError):
         lab.teacher_forced(t, torch.zeros(b, l, h), loop.tokens, table)
+
+
+def test_identity_init_starts_as_the_identity():
+    from recbole_ext.rl.reasoning import IterativeInferenceLabeller, ResidualMLP
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+    assert torch.equal(ResidualMLP(8, skip=True)(x), x)
+    assert not torch.allclose(ResidualMLP(8)(x), x)
+    lab = IterativeInferenceLabeller(8, init="identity")
+    table = torch.randn(10, 8)
+    t, d0 = torch.randn(2, 8), torch.randn(2, 8)
+    out = lab(t, d0, table, lambda so_far: torch.ones(2, 8), 1)
+    assert torch.equal(out.residuals[:, 0], t - d0)  # r_1 = t - s_0 exactly
+    assert torch.equal(out.tokens[:, 0], ((table[None] - (t - d0)[:, None]) ** 2).sum(-1).argmin(1))
+    assert torch.equal(out.states[:, 0], d0 + 1)  # s_1 = d_0 + d_1
+    with pytest.raises(ValueError, match="labeller init"):
+        IterativeInferenceLabeller(8, init="zeros")

@@ -110,7 +110,11 @@ class STREAMRec(SIDGenerativeRecommender):
             torch.manual_seed(int(config["seed"]) + 1)
             self.direct_decoder = build_t5_decoder(t5)
             self.labeller = IterativeInferenceLabeller(
-                int(config["d_model"]), self.settings.labeller_inner_size, dropout=self.settings.labeller_dropout)
+                int(config["d_model"]), self.settings.labeller_inner_size, dropout=self.settings.labeller_dropout,
+                init=self.settings.labeller_init)
+        if self.sft.dpo_reference not in ("frozen", "live"):
+            raise ValueError(f"sft_dpo_reference must be 'frozen' or 'live', got {self.sft.dpo_reference!r}")
+        self._dpo_reference = None  # frozen encoder + direct decoder (SFT), outside the module tree
         lo, hi = self.vocab.code_range()
         self.register_buffer("code_ids", torch.arange(lo, hi), persistent=False)  # [V_code]
         weights = dict(DEFAULT_REWARD_WEIGHTS)  # a weight not given is 1: the paper's plain sum
@@ -168,6 +172,27 @@ class STREAMRec(SIDGenerativeRecommender):
     def _direct_logprob(self, enc: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
         """log π_ref(y | x) of the direct decoder: sum over the m tokens [B, m] -> [B]."""
         return self.seq2seq.token_logprobs(enc, mask, tokens, decoder=self.direct_decoder)[0].sum(dim=1)
+
+    def freeze_dpo_reference(self) -> None:
+        """Keep a frozen copy of the T5 and the direct decoder (one deepcopy: the copy's decoder
+        shares the copy's embeddings) as Eq. 16's reference when ``sft_dpo_reference: frozen``."""
+        import copy
+
+        pair = copy.deepcopy(torch.nn.ModuleDict({"t5": self.seq2seq.t5, "direct": self.direct_decoder}))
+        object.__setattr__(self, "_dpo_reference", pair.eval().requires_grad_(False))  # not a submodule: no state_dict
+
+    @torch.no_grad()
+    def _reference_logprob(self, cfg: SFTConfig, interaction, enc: Tensor, mask: Tensor, tokens: Tensor) -> Tensor:
+        """Eq. 16's reference log-prob of ``tokens`` [B, m]: the direct decoder, live (on the current
+        encoder) or frozen at the start of SFT."""
+        if cfg.dpo_reference == "live":
+            return self._direct_logprob(enc, mask, tokens)
+        if self._dpo_reference is None:
+            self.freeze_dpo_reference()
+        ref, s2s = self._dpo_reference, self.seq2seq
+        ids, _ = self.history_tokens(interaction)
+        ref_enc = s2s.encode(ids, mask, t5=ref["t5"])
+        return s2s.token_logprobs(ref_enc, mask, tokens, decoder=ref["direct"], t5=ref["t5"])[0].sum(dim=1)
 
     # --- stage 1 -------------------------------------------------------------------------------
     def pretrain_loss(self, interaction, cfg: PTConfig) -> Tensor:
@@ -268,12 +293,11 @@ class STREAMRec(SIDGenerativeRecommender):
         think = self.reasoning_labels(interaction)  # [B, l]
         labels = torch.cat([think, target], dim=1)  # [B, l+m] (Eq. 13)
         dec_in = s2s.shift(labels)  # [B, l+m]
-        table = s2s.t5.shared.weight  # [V, D]
+        t, table = self.labeller_targets(target, cfg)  # [B, D], [V, D]
         terms: dict[str, Tensor] = {}
         lab = None
         if l > 0 and cfg.straight_through:
             h1 = s2s.decode(enc, mask, input_ids=dec_in[:, : l + 1])  # [B, l+1, D]
-            t = self._target_repr(target)
             lab = self.labeller.teacher_forced(t, h1, think, table)
             embeds = s2s.t5.shared(dec_in)  # [B, l+m, D]
             embeds = torch.cat([embeds[:, :1], lab.quantized_st, embeds[:, l + 1 :]], dim=1)
@@ -281,7 +305,6 @@ class STREAMRec(SIDGenerativeRecommender):
         else:
             hidden = s2s.decode(enc, mask, input_ids=dec_in)  # [B, l+m, D]
             if l > 0:
-                t = self._target_repr(target)
                 lab = self.labeller.teacher_forced(t, hidden[:, : l + 1], think, table)
         logits = s2s.logits(hidden)  # [B, l+m, V]
         terms["sft"] = temperature_nll(logits, labels, cfg.temperature)
@@ -292,12 +315,18 @@ class STREAMRec(SIDGenerativeRecommender):
                 terms["state"] = state_target_infonce(
                     lab.states, t, cfg.state_schedule, cfg.state_temperature, normalize=cfg.state_normalize)
             if cfg.dpo_weight:
-                terms["dpo"] = self._dpo_term(cfg, enc, mask, target_item, target, logits, lab, dec_in)
+                terms["dpo"] = self._dpo_term(cfg, interaction, enc, mask, target_item, target, logits, lab, dec_in)
         loss = sft_objective(terms["sft"], terms.get("dpo"), terms.get("quant"), terms.get("state"),
                              cfg.dpo_weight, cfg.quant_weight, cfg.state_weight)
         return loss, terms
 
-    def _dpo_term(self, cfg: SFTConfig, enc, mask, target_item, target, logits, lab, dec_in) -> Tensor:
+    def labeller_targets(self, target: Tensor, cfg: SFTConfig) -> tuple[Tensor, Tensor]:
+        """t of Eq. 14 (mean target-token embedding) [B, D] and the token table of Eq. 12/15 [V, D];
+        with ``sft_vocab_stop_gradient`` both are cut from the shared embeddings' gradient."""
+        t, table = self._target_repr(target), self.seq2seq.t5.shared.weight
+        return (t.detach(), table.detach()) if cfg.vocab_stop_gradient else (t, table)
+
+    def _dpo_term(self, cfg: SFTConfig, interaction, enc, mask, target_item, target, logits, lab, dec_in) -> Tensor:
         """Eq. 16-18: target vs a similar item, both after the sample's reasoning tokens."""
         l, b, s2s = self.reasoning_len, target.shape[0], self.seq2seq
         pool = max(1, min(cfg.dpo_neg_pool, self.neighbors.shape[1]))
@@ -311,9 +340,8 @@ class STREAMRec(SIDGenerativeRecommender):
             embeds = torch.cat([embeds[:, :1], lab.quantized_st, embeds[:, l + 1 :]], dim=1)
         neg_logits = s2s.logits(s2s.decode(enc, mask, inputs_embeds=embeds)[:, l:])
         neg_lp = token_logprobs(neg_logits, neg).sum(dim=1)  # [B]
-        with torch.no_grad():
-            ref_pos = self._direct_logprob(enc, mask, target)
-            ref_neg = self._direct_logprob(enc, mask, neg)
+        ref_pos = self._reference_logprob(cfg, interaction, enc, mask, target)
+        ref_neg = self._reference_logprob(cfg, interaction, enc, mask, neg)
         return dpo_loss(pos_lp, neg_lp, ref_pos, ref_neg, beta=cfg.dpo_beta)
 
     # --- stage 3: rewards ----------------------------------------------------------------------

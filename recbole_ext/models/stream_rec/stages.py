@@ -26,6 +26,7 @@ class STREAMRecSettings:
     neighbor_source: str
     labeller_inner_size: int | None
     labeller_dropout: float
+    labeller_init: str
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class SFTConfig:
     state_temperature: float
     state_normalize: bool
     straight_through: bool
+    vocab_stop_gradient: bool
+    dpo_reference: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class SFTStage(Stage):
 
     def begin(self, model) -> None:
         model.clear_labels()
+        model.freeze_dpo_reference()  # the direct path as PT left it (used when dpo_reference: frozen)
         self.rounds_done = 0
 
     def begin_epoch(self, model, train_data, epoch: int) -> None:
