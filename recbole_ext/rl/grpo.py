@@ -206,7 +206,9 @@ def grpo_loss(
         old_logprobs: ``[*, T]`` same tokens under π_old (the sampling policy); detached here.
         ref_logprobs: ``[*, T]`` under the reference policy (the SFT model in STREAM-Rec), or
             None for no KL term; detached here.
-        advantages: ``[*]`` one advantage per rollout (e.g. ``group_advantages(r).reshape(-1)``).
+        advantages: ``[*]`` one advantage per rollout (e.g. ``group_advantages(r).reshape(-1)``),
+            or with ``level="token"`` ``[*, T]``, one per token (e.g. reasoning tokens credited by
+            the thinking rewards, item tokens by the item rewards).
         mask: ``[*, T]`` 1 on action tokens; None = all tokens.
         clip_eps, clip_eps_high: ε of the clipped ratio (see :func:`clipped_surrogate`).
         beta: KL coefficient β (DeepSeekMath's 0.04 by default; the paper gives no value).
@@ -223,9 +225,11 @@ def grpo_loss(
     """
     if logprobs.shape != old_logprobs.shape:
         raise ValueError("logprobs and old_logprobs must have the same [*, T] shape")
-    if advantages.shape != logprobs.shape[:-1]:
+    per_token = level == "token" and advantages.shape == logprobs.shape
+    if advantages.shape != logprobs.shape[:-1] and not per_token:
         raise ValueError(
-            f"advantages must be [*] = {tuple(logprobs.shape[:-1])}, got {tuple(advantages.shape)}"
+            f"advantages must be [*] = {tuple(logprobs.shape[:-1])} (or [*, T] with level='token'), "
+            f"got {tuple(advantages.shape)}"
         )
     if ref_logprobs is not None and ref_logprobs.shape != logprobs.shape:
         raise ValueError("ref_logprobs must have the same [*, T] shape as logprobs")
@@ -248,7 +252,8 @@ def grpo_loss(
         stats = (surrogate.mean(), kl.mean(), is_clipped.float().mean(), ratio.mean())
     elif level == "token":
         lr = torch.where(m > 0, logprobs - old, torch.zeros_like(logprobs))  # [*, T]
-        surrogate, is_clipped = clipped_surrogate(lr, adv.unsqueeze(-1), clip_eps, clip_eps_high)
+        surrogate, is_clipped = clipped_surrogate(lr, adv if per_token else adv.unsqueeze(-1), clip_eps,
+                                                  clip_eps_high)
         if use_kl:
             ref = torch.where(m > 0, ref_logprobs.detach(), logprobs.detach())
             kl = kl_estimate(logprobs, ref, kl_estimator)  # [*, T]

@@ -8,8 +8,13 @@ log-probabilities under the *same* restricted policy, group-normalised advantage
 rollout batch for ``updates_per_batch`` updates (where the clipped ratio acts), the cap on batches
 per epoch, and per-epoch statistics (rewards, KL, clip fraction, ratio).
 
-The model supplies ``grpo_rewards(interaction, rollouts) -> (total [N], stats)``
-(:class:`GRPOModel`); the losses are :func:`recbole_ext.rl.grpo.grpo_loss`.
+The model supplies ``grpo_rewards(interaction, rollouts) -> RewardSet`` (:class:`GRPOModel`):
+unweighted rewards per rollout, their weights, and which of them credit the free (reasoning)
+tokens. The stage turns them into advantages: one per rollout from the group-normalised weighted
+sum (the paper; ``rl_advantage: sequence``, ``rl_reward_norm: total``), each reward normalised
+within its group before the weighted sum (``rl_reward_norm: per_reward``), or per token
+(``rl_advantage: token``): reasoning tokens credited by the rewards on them, item tokens by the
+others. The losses are :func:`recbole_ext.rl.grpo.grpo_loss`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch import Tensor
 
 from recbole_ext.rl.grpo import group_advantages, grpo_loss
+from recbole_ext.rl.rewards import combine_rewards
 from recbole_ext.trainers.stages import Stage, StageSchedule, config_key
 
 
@@ -41,6 +47,34 @@ class GRPOConfig:
     max_batches: int | None
     constrained_rollout: bool
     dropout: bool
+    advantage: str
+    reward_norm: str
+
+    def __post_init__(self):
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"rl_advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.reward_norm not in REWARD_NORMS:
+            raise ValueError(f"rl_reward_norm must be one of {REWARD_NORMS}, got {self.reward_norm!r}")
+        if self.advantage == "token" and self.level != "token":
+            raise ValueError("rl_advantage: token gives each token its own advantage: it needs rl_level: token")
+
+
+#: sequence: one advantage per rollout | token: free (reasoning) tokens credited by the rewards on
+#: them, item tokens by the others.
+ADVANTAGES = ("sequence", "token")
+#: total: the weighted sum of rewards normalised within its group | per_reward: each reward
+#: normalised within its group, then the weighted sum of those z-scores.
+REWARD_NORMS = ("total", "per_reward")
+
+
+@dataclass
+class RewardSet:
+    """What a model's ``grpo_rewards`` returns: unweighted rewards per rollout and their use."""
+
+    components: dict[str, Tensor]  # name -> [N]
+    weights: dict[str, float]  # name -> weight (0 = off)
+    on_free_tokens: frozenset = frozenset()  # names crediting the free (reasoning) tokens; the rest the item tokens
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -59,7 +93,7 @@ class Rollouts:
     free_steps: int
     old: Tensor | None = None  # [N, T] log-probs under the policy that sampled
     ref: Tensor | None = None  # [N, T] log-probs under the frozen reference
-    advantages: Tensor | None = None  # [N]
+    advantages: Tensor | None = None  # [N], or [N, T] with rl_advantage: token
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -70,7 +104,7 @@ class GRPOModel(Protocol):
 
     def history_tokens(self, interaction) -> tuple[Tensor, Tensor]: ...
 
-    def grpo_rewards(self, interaction, rollouts: Rollouts) -> tuple[Tensor, dict[str, float]]: ...
+    def grpo_rewards(self, interaction, rollouts: Rollouts) -> RewardSet: ...
 
 
 class CappedRepeatedBatches:
@@ -153,10 +187,36 @@ class GRPOStage(Stage):
         ref, _ = s2s.token_logprobs(ref_enc.repeat_interleave(g, 0), rep_mask, tokens, t5=self.reference,
                                     temperature=cfg.temperature, allowed=allowed)
         ro = Rollouts(ids, mask, enc, dec_enc, dec_mask, grouped, tokens, allowed, hidden, self.free_steps, old, ref)
-        total, stats = model.grpo_rewards(interaction, ro)  # [N]
-        ro.advantages = group_advantages(total.view(b, g)).reshape(-1)
-        ro.stats = dict(stats, reward_total=float(total.mean()))
+        ro.advantages, ro.stats = self.advantages(model.grpo_rewards(interaction, ro), b, g, t)
         return ro
+
+    def advantages(self, rewards: RewardSet, b: int, g: int, t: int) -> tuple[Tensor, dict[str, float]]:
+        """Advantages of B x G rollouts of length T ([N], or [N, T] per token) and reward statistics:
+        ``reward_<name>`` (weighted mean), ``spread_<name>`` (mean within-group std of the weighted
+        reward), ``reward_total``."""
+        cfg = self.config
+        total, weighted = combine_rewards(rewards.components, rewards.weights)  # [N]
+        stats = dict(rewards.stats)
+        for name, value in weighted.items():
+            stats[f"reward_{name}"] = float(value.mean())
+            stats[f"spread_{name}"] = float(value.view(b, g).std(dim=1, unbiased=False).mean())
+        stats["reward_total"] = float(total.mean())
+
+        def credit(names) -> Tensor:  # [N] advantage from the rewards ``names``
+            names = [n for n in names if n in weighted]
+            if not names:
+                return total.new_zeros(b * g)
+            if cfg.reward_norm == "per_reward":
+                return sum(rewards.weights.get(n, 1.0) * group_advantages(rewards.components[n].view(b, g))
+                           for n in names).reshape(-1)
+            return group_advantages(sum(weighted[n] for n in names).view(b, g)).reshape(-1)
+
+        if cfg.advantage == "sequence":
+            return credit(list(weighted)), stats
+        free = credit([n for n in weighted if n in rewards.on_free_tokens])  # [N]
+        item = credit([n for n in weighted if n not in rewards.on_free_tokens])  # [N]
+        on_free = torch.arange(t, device=total.device) < self.free_steps  # [T]
+        return torch.where(on_free[None, :], free[:, None], item[:, None]), stats
 
     def loss(self, model: GRPOModel, interaction) -> Tensor:
         """Eq. 20 (DeepSeekMath GRPO) on the batch's rollouts, negated to be minimised."""

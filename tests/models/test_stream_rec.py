@@ -403,7 +403,8 @@ def test_rl_epochs_keep_batches_on_the_device(tiny_dataset, tmp_path):
     """The RL stage's batch cap wraps the device-resident rows, not RecBole's loader."""
     from recbole_ext.trainers.device_batches import DeviceBatches
 
-    trainer, model, train = staged_trainer(tiny_dataset, tmp_path, "rl", rl_max_batches=1, data_on_device=True)
+    trainer, model, train = staged_trainer(tiny_dataset, tmp_path, "rl", rl_max_batches=1, rl_updates_per_batch=1,
+                                           data_on_device=True)
     batches = trainer.epoch_batches(train, 0)
     assert isinstance(batches.data, DeviceBatches) and batches.data is trainer.training_batches(train)
     assert len(batches) == 1 and trainer._train_epoch(train, 0) is not None
@@ -457,3 +458,47 @@ def test_a_stage_keeps_its_incoming_weights_unless_an_epoch_beats_them(tiny_data
     else:
         assert "incoming_valid" not in sft.extra and sft.valid == {"ndcg@10": 0.3}
     assert "incoming_valid" not in pt.extra  # the first stage has no incumbent
+
+
+def _grpo_stage(advantage="sequence", reward_norm="total", level="sequence"):
+    from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage
+    from recbole_ext.trainers.stages import StageSchedule
+
+    cfg = GRPOConfig(group_size=2, temperature=1.0, clip_eps=0.2, kl_beta=0.0, kl_estimator="k3", level=level,
+                     updates_per_batch=1, max_batches=None, constrained_rollout=True, dropout=False,
+                     advantage=advantage, reward_norm=reward_norm)
+    return GRPOStage("rl", "rl_", cfg, StageSchedule(1e-5, 1, 0, "constant", None), free_steps=1)
+
+
+def test_grpo_advantages_sequence_per_reward_and_token():
+    """One user, G = 2 rollouts of T = 3 tokens (1 reasoning token): a thinking reward (1, 3) with
+    weight 1 and an item reward (2, 0) with weight 0.5; hand-computed advantages."""
+    from recbole_ext.trainers.grpo_stage import RewardSet
+
+    rewards = RewardSet({"think_likelihood": torch.tensor([1.0, 3.0]), "prefix_match": torch.tensor([2.0, 0.0])},
+                        {"think_likelihood": 1.0, "prefix_match": 0.5}, frozenset({"think_likelihood"}))
+    adv, stats = _grpo_stage().advantages(rewards, 1, 2, 3)  # total (2, 3): z = (-1, 1)
+    assert adv.tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
+    assert stats == pytest.approx({"reward_think_likelihood": 2.0, "spread_think_likelihood": 1.0,
+                                   "reward_prefix_match": 0.5, "spread_prefix_match": 0.5, "reward_total": 2.5})
+    adv, _ = _grpo_stage(reward_norm="per_reward").advantages(rewards, 1, 2, 3)  # 1 * (-1, 1) + 0.5 * (1, -1)
+    assert adv.tolist() == pytest.approx([-0.5, 0.5], abs=1e-5)
+    adv, _ = _grpo_stage(advantage="token", level="token").advantages(rewards, 1, 2, 3)
+    assert adv.shape == (2, 3)  # reasoning token: thinking reward; item tokens: item reward
+    assert adv.tolist() == [pytest.approx([-1.0, 1.0, 1.0], abs=1e-5), pytest.approx([1.0, -1.0, -1.0], abs=1e-5)]
+    with pytest.raises(ValueError, match="rl_level: token"):
+        _grpo_stage(advantage="token", level="sequence")
+
+
+def test_token_advantages_train_end_to_end(tiny_dataset, tmp_path):
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path, rl_advantage="token", rl_level="token",
+                         rl_reward_norm="per_reward", rl_similarity_states="labeller")
+    rl = stage(model, "rl")
+    rl.begin(model)
+    rl.train_mode(model)
+    torch.manual_seed(0)
+    loss = rl.loss(model, first(train))
+    assert torch.isfinite(loss) and loss.requires_grad
+    ro = rl.rollouts(model, first(train))
+    assert ro.advantages.shape == ro.tokens.shape
+    assert {"spread_think_ranking", "spread_similarity", "reward_total"} <= set(rl.statistics())

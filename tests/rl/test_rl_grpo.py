@@ -216,3 +216,14 @@ def test_extreme_log_ratio_does_not_overflow():
     assert torch.isfinite(surr).all()
     close(surr[:1], [1.2])
     assert torch.isfinite(kl_estimate(torch.tensor([-1000.0]), torch.tensor([0.0]), "k3")).all()
+
+
+def test_grpo_loss_per_token_advantages():
+    """level='token' with [*, T] advantages: each token's surrogate uses its own advantage."""
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    out = grpo_loss(logprobs, logprobs.detach(), None, torch.tensor([[2.0, 1.0, 0.0]]), level="token", beta=0.0)
+    assert out.loss.item() == pytest.approx(-1.0)  # -(mean over tokens of A * ratio 1)
+    out.loss.backward()
+    assert torch.allclose(logprobs.grad, torch.tensor([[-2 / 3, -1 / 3, 0.0]]))
+    with pytest.raises(ValueError, match="advantages must be"):
+        grpo_loss(logprobs, logprobs.detach(), None, torch.zeros(1, 3), level="sequence")

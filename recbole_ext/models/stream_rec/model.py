@@ -73,7 +73,6 @@ from recbole_ext.rl.losses import (
 from recbole_ext.rl.reasoning import IterativeInferenceLabeller
 from recbole_ext.rl.rewards import (
     DEFAULT_REWARD_WEIGHTS,
-    combine_rewards,
     format_reward,
     mean_pool,
     prefix_match_reward,
@@ -81,7 +80,7 @@ from recbole_ext.rl.rewards import (
     thinking_likelihood_reward,
     thinking_ranking_reward,
 )
-from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage, Rollouts
+from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage, Rollouts, RewardSet
 from recbole_ext.trainers.stages import Stage, StageSchedule, read_config
 
 logger = logging.getLogger(__name__)
@@ -345,9 +344,12 @@ class STREAMRec(SIDGenerativeRecommender):
         return dpo_loss(pos_lp, neg_lp, ref_pos, ref_neg, beta=cfg.dpo_beta)
 
     # --- stage 3: rewards ----------------------------------------------------------------------
+    #: rewards on the reasoning tokens (Eq. 26-27); the others (Eq. 21-25) are about the item
+    THINKING_REWARDS = frozenset({"think_likelihood", "think_ranking"})
+
     @torch.no_grad()
-    def grpo_rewards(self, interaction, ro: Rollouts) -> tuple[Tensor, dict[str, float]]:
-        """Eq. 21-27 for every rollout, weighted and summed -> (total [N], statistics)."""
+    def grpo_rewards(self, interaction, ro: Rollouts) -> RewardSet:
+        """Eq. 21-27 for every rollout (unweighted; the GRPO stage weighs and normalises them)."""
         l, m, g, s2s = self.reasoning_len, self.m, self.grpo.group_size, self.seq2seq
         b = ro.grouped.shape[0]
         w = self.reward_weights
@@ -363,7 +365,7 @@ class STREAMRec(SIDGenerativeRecommender):
             comps["prefix_match"] = prefix_match_reward(gen_codes, tgt_codes)
         if w["similarity"]:
             t = self._target_repr(target).repeat_interleave(g, 0)  # [N, D]
-            comps["similarity"] = similarity_reward(mean_pool(ro.hidden), t, self.rewards.similarity)
+            comps["similarity"] = similarity_reward(self._predicted_state(ro), t, self.rewards.similarity)
         if w["think_likelihood"] or w["think_ranking"]:
             k = self.rl_negatives if w["think_ranking"] else 0
             cand_items = torch.cat([target_item[:, None], self.neighbors[target_item, :k]], dim=1)  # [B, 1+K]
@@ -375,7 +377,15 @@ class STREAMRec(SIDGenerativeRecommender):
                 comps["think_likelihood"] = thinking_likelihood_reward(pos, ref_direct, self.rewards.likelihood_clip)
             if w["think_ranking"] and k > 0:
                 comps["think_ranking"] = thinking_ranking_reward(pos, scores[..., 1:].reshape(b * g, k))
-        total, weighted = combine_rewards(comps, {n: w[n] for n in comps})
-        stats = {f"reward_{n}": float(v.mean()) for n, v in weighted.items()}
-        stats["valid_rate"] = float(valid.float().mean())
-        return total, stats
+        return RewardSet(comps, {n: w[n] for n in comps}, self.THINKING_REWARDS,
+                         {"valid_rate": float(valid.float().mean())})
+
+    def _predicted_state(self, ro: Rollouts) -> Tensor:
+        """Eq. 24's predicted state of each rollout [N, D]: the mean of its decoder states
+        (``rl_similarity_states: decoder_mean``) or the labeller's state after its reasoning tokens
+        (``labeller``: Eq. 14's s_l = StateMLP(d_0 + ... + d_l), d_i the decoder state after o_i;
+        with l = 0, s_0 = d_0)."""
+        if self.rewards.similarity_states == "decoder_mean":
+            return mean_pool(ro.hidden)
+        l = self.reasoning_len
+        return ro.hidden[:, 0] if l == 0 else self.labeller.state_mlp(ro.hidden[:, : l + 1].sum(dim=1))

@@ -67,7 +67,12 @@ class RewardConfig:
     reward_weights: dict
     hard_negatives: int
     similarity: str
+    similarity_states: str
     likelihood_clip: float | None
+
+    def __post_init__(self):
+        if self.similarity_states not in ("decoder_mean", "labeller"):
+            raise ValueError(f"rl_similarity_states must be decoder_mean or labeller, got {self.similarity_states!r}")
 
 
 class PTStage(Stage):
