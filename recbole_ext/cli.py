@@ -90,15 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     if "model" not in own:
         print(f"error: give --model=NAME (or --suite=NAME, --tables, --list)\n{USAGE}", file=sys.stderr)
         return 2
-    return _run_one(own, overrides, output_dir, rebuild_tables="no_tables" not in switches)
+    return _run_one(own, overrides, output_dir, rebuild_tables="no_tables" not in switches,
+                    argv=[sys.argv[0] if sys.argv else "run_benchmark.py", *argv])
 
 
-def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, rebuild_tables: bool = True) -> int:
-    from recbole_ext.benchmark.records import RecordExistsError
-    from recbole_ext.config import ConfigFileError
-    from recbole_ext.data import DownloadError
-    from recbole_ext.registry import UnknownModelError
-    from recbole_ext.runner import UnknownDatasetError, run
+def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, rebuild_tables: bool = True,
+             argv: list[str] | None = None) -> int:
+    from recbole_ext.runner import run
 
     config_files = own.get("config_files", "").split()
     try:
@@ -109,15 +107,33 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, re
             config_files=config_files,
             output_dir=output_dir,
             run_id=own.get("run_id"),
+            argv=argv,
         )
-    except (UnknownModelError, UnknownDatasetError, ConfigFileError, RecordExistsError, DownloadError,
-            FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except _our_errors() as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error  # no repr quotes
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(_format_metrics(record))
     if rebuild_tables:
         _build_tables(output_dir)
     return 0
+
+
+def _our_errors() -> tuple[type[BaseException], ...]:
+    """The errors whose message says what to change: shown as one ``error:`` line, exit code 2
+    (anything else is a bug and keeps its traceback)."""
+    from recbole_ext.benchmark.records import RecordExistsError
+    from recbole_ext.config import ConfigFileError
+    from recbole_ext.data import DownloadError
+    from recbole_ext.registry import UnknownModelError
+    from recbole_ext.runner import UnknownDatasetError
+    from recbole_ext.sid.external import SIDFileError
+    from recbole_ext.trainers.generative import NonFiniteLossError
+    from recbole_ext.trainers.stages import MissingConfigKeyError
+    from recbole_ext.validate import ConfigValueError
+
+    return (UnknownModelError, UnknownDatasetError, ConfigFileError, ConfigValueError, RecordExistsError,
+            DownloadError, SIDFileError, NonFiniteLossError, MissingConfigKeyError, FileNotFoundError)
 
 
 def _format_metrics(record: dict) -> str:

@@ -16,14 +16,23 @@ Fixes, and why:
   ``torch.load`` keeps torch's protection.
 * **ray** -- recbole pins ray 2.6.3, which does not import on numpy 2 / setuptools >= 81, and
   ``recbole.quick_start`` imports ``ray.tune`` at module level, only for hyper-parameter tuning.
-  When ray cannot be imported, ``ray.tune`` resolves to a stand-in that raises a clear
-  ``ImportError`` on first use, so ``recbole.quick_start`` imports and works for everything else.
+  When ray cannot be imported, ``ray.tune`` resolves to a stand-in: ``tune.report`` (which
+  ``objective_function`` calls after every trial, so RecBole's ``run_hyper`` with hyperopt and
+  RecBole's own tests need it) does nothing, as there is no ray session to report to; any other
+  use raises a clear ``ImportError``. ``recbole.quick_start`` imports and works for everything else.
 * **anomaly detection** -- importing ``recbole.model.sequential_recommender`` runs
   ``torch.autograd.set_detect_anomaly(True)`` (sine.py) for the whole process: ~25 % slower
   training, identical metrics. :func:`import_recbole_models` imports the models and switches it off.
 * **pandas 3** -- breaks token_seq features (``Series.agg(len)``) and copy-on-write silently
   disables RecBole's in-place ``fillna``. ``setup.cfg`` pins ``pandas<3``; :func:`check_pandas`
   fails loudly if a newer one is installed anyway.
+
+* **known warnings** -- every run printed two warnings about RecBole's code, not the user's:
+  RecBole's trainer builds ``torch.cuda.amp.GradScaler`` (a FutureWarning since torch 2.4; the
+  same scaler as ``torch.amp.GradScaler("cuda")``) and its dataset fills NaNs with
+  ``fillna(inplace=True)`` on a column (pandas 2 warns that this stops working under pandas 3's
+  copy-on-write, which :func:`check_pandas` refuses). :func:`silence_known_warnings` ignores
+  exactly these two messages when RecBole's modules trigger them; every other warning stays.
 
 Flush-denormal is left as torch sets it (on for CPU training: epochs measured 74 s vs 152 s).
 """
@@ -59,6 +68,10 @@ class _MissingRayTune(types.ModuleType):
     def __init__(self, error: BaseException):
         super().__init__("ray.tune")
         self._error = error
+
+    @staticmethod
+    def report(*args, **kwargs) -> None:
+        """No-op: without ray there is no tuning session to report a trial's metrics to."""
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
@@ -141,6 +154,21 @@ def import_recbole_models() -> None:
     torch.autograd.set_detect_anomaly(False)
 
 
+#: (message regex, category) of the warnings RecBole's own code triggers on every run (see above).
+KNOWN_WARNINGS = (
+    (r"`torch\.cuda\.amp\.GradScaler\(args\.\.\.\)` is deprecated", FutureWarning),
+    (r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment", FutureWarning),
+)
+
+
+def silence_known_warnings() -> None:
+    """Ignore :data:`KNOWN_WARNINGS` when raised on behalf of RecBole's modules."""
+    import warnings
+
+    for message, category in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=r"recbole\.")
+
+
 def check_pandas() -> None:
     """RecBole 1.2.1 silently mis-loads data under pandas 3 (see module docstring)."""
     import pandas as pd
@@ -160,6 +188,7 @@ def apply() -> None:
         return
     patch_numpy_aliases()
     check_pandas()
+    silence_known_warnings()
     patch_ray()
     trust_own_checkpoints()
     import_recbole_models()

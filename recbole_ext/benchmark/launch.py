@@ -49,13 +49,13 @@ from typing import Any
 
 from recbole_ext.atomic import atomic_write_text
 from recbole_ext.benchmark.collect import FAILED_SUFFIX, index_records, read_record
-from recbole_ext.benchmark.suite import REPO_ROOT, Cell, Suite, SuiteError, load_suite
+from recbole_ext.benchmark.suite import REPO_ROOT, Cell, Suite, SuiteError, adopt_aliases, load_suite
 from recbole_ext.benchmark.staleness import stale_defaults, stale_message
+from recbole_ext.logs import strip_ansi
 
 logger = logging.getLogger(__name__)
 
 TAIL_LINES = 40
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EPOCH = re.compile(r"\bepoch\s+(\d+)\s+(training|evaluating)", re.IGNORECASE)
 _STAGE = re.compile(r"\bstage[\s:=]+([A-Za-z0-9_]+)", re.IGNORECASE)
 
@@ -200,10 +200,26 @@ class SuiteRun:
             fh.flush()
             os.fsync(fh.fileno())
 
+    def _adopt_stored_ids(self) -> None:
+        """Cells a previous run stored under ids of an older scheme keep them as aliases."""
+        path = self.sdir / "suite.json"
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        except FileNotFoundError:
+            return
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            logger.warning("cannot read the stored suite manifest %s (%s): finished cells are "
+                           "recognised by their current ids only", path, exc)
+            return
+        n = adopt_aliases(self.suite, stored if isinstance(stored, list) else [])
+        if n:
+            logger.info("%d cells keep the ids a previous run stored them under (aliases in %s)",
+                        n, path)
+
     def _record_path(self, cell: Cell) -> Path | None:
         runs = self.out / "runs"
-        hits = list(runs.glob(f"*/*/{cell.id}.json")) or [
-            p for p in runs.rglob(f"{cell.id}.json")]
+        hits = [p for i in cell.ids for p in runs.glob(f"*/*/{i}.json")] or [
+            p for i in cell.ids for p in runs.rglob(f"{i}.json")]
         for p in hits:
             if read_record(p) is not None:
                 return p
@@ -258,7 +274,7 @@ class SuiteRun:
         last_stage: list[str] = []
 
         def on_line(line: str) -> None:
-            text = _ANSI.sub("", line)
+            text = strip_ansi(line)
             m = _EPOCH.search(text)
             if m and m.group(2).lower() == "training":
                 logger.info("cell %s %s/%s: epoch %s", pos, cell.model, cell.dataset, m.group(1))
@@ -277,8 +293,11 @@ class SuiteRun:
         if launcher not in LAUNCHERS:
             raise ValueError(f"unknown launcher {launcher!r}; available: {list(LAUNCHERS)}")
         self.sdir.mkdir(parents=True, exist_ok=True)
+        self._adopt_stored_ids()
         _atomic_json(self.sdir / "suite.json", self.suite.manifest())
-        finished = index_records(self.out)
+        index = index_records(self.out)
+        finished = {c.id: next(index[i] for i in c.ids if i in index)
+                    for c in self.suite.cells if any(i in index for i in c.ids)}
         todo = [c for c in self.suite.cells if c.id not in finished]
         for cell in self.suite.cells:
             if cell.id in finished:

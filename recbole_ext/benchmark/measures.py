@@ -40,3 +40,25 @@ def reasoning_len_of(e: Entry) -> float | None:
         if number(src.get("reasoning_len")) is not None:
             return number(src.get("reasoning_len"))
     return None
+
+
+def reasoning_steps(e: Entry) -> float | None:
+    """Free (reasoning) tokens decoded per user: ``extra.mean_reasoning_steps`` when the model
+    counts them (adaptive methods), else for a stage row the steps that stage decoded
+    (``decode_free_steps``: PT decodes its neighbour tokens, SFT and RL their reasoning tokens),
+    else ``extra.reasoning_len``."""
+    keys = ("mean_reasoning_steps", "decode_free_steps", "reasoning_len") if e.stage else \
+        ("mean_reasoning_steps", "reasoning_len")
+    for key in keys:
+        if number(e.extra.get(key)) is not None:
+            return number(e.extra.get(key))
+    return None
+
+
+def train_s_per_epoch(e: Entry) -> float | None:
+    """Training seconds per epoch: a stage row's own (``extra.s_per_epoch``, from the stage's
+    epochs only; None for a stage loaded from the cache or recorded before stages kept it), else
+    the run's ``timings.s_per_epoch``."""
+    if e.stage is not None:
+        return number(e.extra.get("s_per_epoch"))
+    return number(e.timings.get("s_per_epoch"))

@@ -2,9 +2,11 @@
 
 - ``reasoning_length.png``: test NDCG@10 (``metrics.PRIMARY_METRIC``) against the reasoning length ``l`` (read from the
   record's ``extra.reasoning_len`` or ``config.reasoning_len``), one line per dataset and
-  method (and stage), mean over seeds with std error bars.
+  method (and stage) that was run at two or more lengths (drawn only where a suite swept it), mean
+  over seeds with a ± std band, integer ticks.
 - ``frontier.png``: accuracy/latency frontier, test NDCG@10 against ms per test user (see
-  ``measures.ms_per_user``), one panel per dataset, Pareto-optimal methods joined by a line.
+  ``measures.ms_per_user``; the figure says what was timed), one panel per dataset,
+  Pareto-optimal methods joined by a line, labels placed so that none overlaps another.
 
 A plot without data is skipped with an info message.
 """
@@ -36,7 +38,8 @@ def _pyplot() -> Any:
 
 
 def plot_reasoning_length(entries: Sequence[Entry], path: Path) -> Path | None:
-    """NDCG@10 vs reasoning length; ``None`` when no entry has a reasoning length."""
+    """NDCG@10 vs reasoning length, for the methods run at two or more lengths (a sweep); ``None``
+    when none was. Mean over seeds, a ± std band where a length has several seeds; integer ticks."""
     series: dict[str, dict[float, list[float]]] = {}
     for e in entries:
         x = reasoning_len_of(e)
@@ -45,22 +48,68 @@ def plot_reasoning_length(entries: Sequence[Entry], path: Path) -> Path | None:
             continue
         name = f"{e.model}{f' ({e.stage.upper()})' if e.stage else ''} – {e.dataset}"
         series.setdefault(name, {}).setdefault(x, []).append(y)
+    series = {name: by_len for name, by_len in series.items() if len(by_len) >= 2}
     if not series:
-        logger.info("no records with a reasoning length: %s not drawn", path.name)
+        logger.info("no method was run at two or more reasoning lengths: %s not drawn", path.name)
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name in sorted(series):
         xs = sorted(series[name])
         stats = [mean_std(series[name][x]) for x in xs]
-        ax.errorbar(xs, [s.mean for s in stats], yerr=[s.std or 0.0 for s in stats],
-                    marker="o", capsize=3, label=name)
+        means = [st.mean for st in stats]
+        (line,) = ax.plot(xs, means, marker="o", label=name)
+        if any(st.std for st in stats):
+            stds = [st.std or 0.0 for st in stats]
+            ax.fill_between(xs, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)],
+                            color=line.get_color(), alpha=0.2, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("reasoning length l")
-    ax.set_ylabel(f"{PRIMARY_METRIC.upper()} (test)")
+    ax.set_ylabel(f"{PRIMARY_METRIC.upper()} (test), mean ± std over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, plt, path)
+
+
+#: Offsets (points) tried in turn for a label, nearest first.
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (4, 12, 22, 34)
+                  for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
+
+
+def place_labels(ax: Any, points: Sequence[tuple[float, float, str]], fontsize: float = 7) -> list[Any]:
+    """Annotate each point with its label at the first offset of :data:`_LABEL_OFFSETS` whose text
+    stays inside the axes and overlaps no label placed before and no marker; returns the labels'
+    display boxes."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    marker_boxes = []
+    for x, y, _ in points:
+        cx, cy = ax.transData.transform((x, y))
+        marker_boxes.append((cx - 3, cy - 3, cx + 3, cy + 3))
+    placed: list[tuple[float, float, float, float]] = []
+    frame = ax.get_window_extent(renderer)
+
+    def clash(box: tuple[float, float, float, float]) -> bool:
+        x0, y0, x1, y1 = box
+        outside = x0 < frame.x0 or x1 > frame.x1 or y0 < frame.y0 or y1 > frame.y1
+        return outside or any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed + marker_boxes)
+
+    for x, y, label in points:
+        for i, (dx, dy) in enumerate(_LABEL_OFFSETS):
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                               ha=ha, va=va, arrowprops={"arrowstyle": "-", "lw": 0.4, "alpha": 0.5} if i >= 8 else None)
+            ext = text.get_window_extent(renderer)
+            box = (ext.x0, ext.y0, ext.x1, ext.y1)
+            if not clash(box) or i == len(_LABEL_OFFSETS) - 1:
+                placed.append(box)
+                break
+            text.remove()
+    return placed
 
 
 def plot_frontier(entries: Sequence[Entry], path: Path) -> Path | None:
@@ -78,24 +127,31 @@ def plot_frontier(entries: Sequence[Entry], path: Path) -> Path | None:
         return None
     plt = _pyplot()
     datasets = sorted(points)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    labelled = []
     for ax, ds in zip(axes[0], datasets):
         pts = []
         for label, (xs, ys) in sorted(points[ds].items()):
             x, y = mean_std(xs).mean, mean_std(ys).mean
             pts.append((x, y, label))
-            ax.scatter([x], [y])
-            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.scatter([x], [y], s=16, zorder=3)
         front = pareto_front([(x, y) for x, y, _ in pts])
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=0.8, alpha=0.6)
         if all(x > 0 for x, _, _ in pts) and max(x for x, _, _ in pts) > 20 * min(
                 x for x, _, _ in pts):
             ax.set_xscale("log")
         ax.set_title(ds)
-        ax.set_xlabel("inference ms / user")
+        ax.set_xlabel("inference ms per test user")
         ax.set_ylabel(f"{PRIMARY_METRIC.upper()} (test)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+        ax.margins(0.15)
+        labelled.append((ax, pts))
+    fig.text(0.01, 0.01, "timed: the model's own decoding per test user when it reports one (generative models),\n"
+             "else the whole test pass / test users; dashed: Pareto front", fontsize=6, alpha=0.8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.canvas.draw()  # final axes positions and limits: labels are placed in display coordinates
+    for ax, pts in labelled:
+        place_labels(ax, pts)
     return _save(fig, plt, path)
 
 

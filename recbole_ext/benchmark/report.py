@@ -47,8 +47,9 @@ def load_cell_infos(output_dir: str | os.PathLike[str], suite: str | None = None
         if suite:
             table_cfg = manifest.get("table")
         for c in manifest.get("cells", []):
-            infos[c["id"]] = CellInfo(c["label"], c["group"], c.get("order", 0),
-                                      manifest.get("name", ""))
+            info = CellInfo(c["label"], c["group"], c.get("order", 0), manifest.get("name", ""))
+            for run_id in [c["id"], *c.get("aliases", [])]:  # aliases: ids of an older scheme
+                infos[run_id] = info
     return infos, table_cfg
 
 

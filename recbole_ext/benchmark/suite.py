@@ -30,10 +30,15 @@ Override precedence (later wins): suite ``overrides`` < ``dataset_overrides`` < 
 (``launch.run_suite`` passes the command line's).
 
 A cell is (model, dataset, seed, overrides); its id ``<model>-<dataset>-s<seed>-<hash>`` hashes
-exactly these (canonical JSON, sorted keys), so it is stable across runs and independent of the
-order of keys or entries in the file. The id is the run id of the cell's record, which is how a
-rerun recognises finished cells: same id = same model, dataset, seed and overrides. (Defaults
-in ``properties/`` are not part of the id: after editing them, use a fresh output directory.)
+these (canonical JSON, sorted keys), so it is stable across runs and independent of the order of
+keys or entries in the file. The id is the run id of the cell's record, which is how a rerun
+recognises finished cells: same id = same model, dataset, seed and overrides. The id is the same
+on every machine: it leaves out the keys that only say where data lies or goes
+(``config_keys.LOCATION_KEYS``: ``data_path``, cache and checkpoint folders), and hashes a path
+key naming an existing file (``sid_path``, pre-trained weights) by the file's bytes, not its
+location (:func:`identity_overrides`). Ids of an older scheme found in the output folder's stored
+manifest become aliases of the cell (:func:`adopt_aliases`). (Defaults in ``properties/`` are not
+part of the id: a rerun warns about finished cells trained under changed defaults.)
 
 Models are not validated here: any name the runner accepts (a new plugin included) works.
 This module only parses; running cells (``launch.py``) and tabulating them (``report.py``) import
@@ -57,6 +62,7 @@ from typing import Any
 import yaml
 
 from recbole_ext.benchmark.collect import default_group
+from recbole_ext.config_keys import LOCATION_KEYS, PATH_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +148,12 @@ class Cell:
     group: str
     variant: str = ""
     order: int = 0
+    #: ids this cell had under an earlier id scheme (records stored under them count as its own)
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.id, *self.aliases]
 
 
 @dataclass
@@ -168,11 +180,36 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "x"
 
 
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def identity_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of ``overrides`` a cell id hashes: without :data:`LOCATION_KEYS` (where data lies
+    or goes, not what it is), and a :data:`PATH_KEYS` value that names an existing file (relative:
+    to the working directory, as the runner reads it) replaced by the sha256 of its bytes. Other
+    path values (a folder, a hub model name) are kept as written."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key in LOCATION_KEYS:
+            continue
+        if key in PATH_KEYS and isinstance(value, str) and value not in ("", "None"):
+            path = Path(value).expanduser()
+            if path.is_file():
+                value = _file_digest(path)
+        out[key] = value
+    return out
+
+
 def cell_id(model: str, dataset: str, seed: int, overrides: Mapping[str, Any]) -> str:
-    """Stable id of a cell: readable prefix + hash of (model, dataset, seed, overrides)."""
+    """Stable id of a cell: readable prefix + hash of (model, dataset, seed, identity overrides)."""
     canon = json.dumps({"model": model, "dataset": dataset, "seed": seed,
-                        "overrides": overrides}, sort_keys=True, separators=(",", ":"),
-                       default=str)
+                        "overrides": identity_overrides(overrides)}, sort_keys=True,
+                       separators=(",", ":"), default=str)
     digest = hashlib.sha256(canon.encode("utf-8")).hexdigest()[:12]
     return f"{_slug(model)}-{_slug(dataset)}-s{seed}-{digest}"
 
@@ -386,3 +423,28 @@ def _sweep(path: Path, entry: _Map) -> list[dict[str, Any]]:
 def _default_label(model: str, variant: str, sweep_vals: Mapping[str, Any]) -> str:
     parts = ([variant] if variant else []) + [f"{k}={{{k}}}" for k in sweep_vals]
     return f"{model} ({', '.join(parts)})" if parts else model
+
+
+def adopt_aliases(suite: Suite, stored_cells: list[Mapping[str, Any]]) -> int:
+    """Give each cell of ``suite`` the ids under which an earlier run of the suite stored it.
+
+    ``stored_cells`` are the cells of the manifest a previous run left (``suite.json``); a stored
+    cell whose (model, dataset, seed, overrides) gives a current cell's id under today's
+    :func:`cell_id` (e.g. one whose id hashed an absolute ``data_path``) is that cell, and its id
+    (and its own aliases) become the cell's aliases. Returns how many cells gained an alias.
+    """
+    by_id = {c.id: c for c in suite.cells}
+    gained = set()
+    for old in stored_cells:
+        try:
+            new = cell_id(old["model"], old["dataset"], int(old["seed"]), old.get("overrides") or {})
+        except (KeyError, TypeError, ValueError):
+            continue
+        cell = by_id.get(new)
+        if cell is None:
+            continue
+        for alias in [old.get("id"), *(old.get("aliases") or [])]:
+            if alias and alias != cell.id and alias not in cell.aliases:
+                cell.aliases.append(str(alias))
+                gained.add(cell.id)
+    return len(gained)

@@ -24,7 +24,7 @@ from typing import Any
 
 from recbole_ext.atomic import atomic_write_text
 from recbole_ext.benchmark.collect import GROUP_ORDER, Entry
-from recbole_ext.benchmark.measures import ms_per_user, number
+from recbole_ext.benchmark.measures import ms_per_user, number, reasoning_steps, train_s_per_epoch
 from recbole_ext.benchmark.stats import Comparison, Summary, compare_all, mean_std, summarize
 from recbole_ext.benchmark.tablemodel import BEST, SECOND, Cell, Row, Section, Table, to_csv, to_latex, to_markdown
 from recbole_ext.metrics import METRIC_KEYS, METRIC_LABELS, PRIMARY_METRIC
@@ -199,6 +199,27 @@ def _comparison_notes(entries: Sequence[Entry], spec: TableSpec,
         notes.append(f"{MARK_REFERENCE}/{MARK_BASELINE}: significant improvement over "
                      f"{spec.reference} / the best traditional baseline (two-sided paired "
                      f"t-test over users, seeds averaged per user, p < {spec.alpha}).")
+    return notes + semantic_id_notes(entries)
+
+
+def semantic_id_notes(entries: Sequence[Entry]) -> list[str]:
+    """One note per dataset whose generative rows used more than one semantic-ID table (the
+    records' ``extra.sid.table_sha256``): the rows outside the most common table are named."""
+    tables: dict[str, dict[str, set[str]]] = {}  # dataset -> digest -> labels
+    for e in entries:
+        sid = e.extra.get("sid")
+        digest = sid.get("table_sha256") if isinstance(sid, Mapping) else None
+        if digest:
+            tables.setdefault(e.dataset, {}).setdefault(str(digest), set()).add(e.label)
+    notes = []
+    for ds, by_digest in sorted(tables.items()):
+        if len(by_digest) < 2:
+            continue
+        common = max(by_digest, key=lambda d: (len(by_digest[d]), d))
+        others = "; ".join(f"{', '.join(sorted(labels))} ({d[:8]})" for d, labels in sorted(by_digest.items())
+                           if d != common)
+        notes.append(f"Semantic IDs on {ds}: {others} used another ID table than "
+                     f"{', '.join(sorted(by_digest[common]))} ({common[:8]}); their rows are not comparable as equals.")
     return notes
 
 
@@ -216,14 +237,13 @@ def efficiency_table(entries: Sequence[Entry], spec: TableSpec | None = None) ->
     getters: list[tuple[str, Any, int | None]] = [
         (METRIC_LABELS[PRIMARY_METRIC], lambda e: e.test.get(PRIMARY_METRIC), None),
         ("ms/user", ms_per_user, 2),
-        ("Reasoning steps", lambda e: number(e.extra.get("mean_reasoning_steps",
-                                                         e.extra.get("reasoning_len"))), 2),
+        ("Reasoning steps", reasoning_steps, 2),
         ("Invalid rate", lambda e: number(e.extra.get("invalid_rate")), None),
     ]
     for t in tool_cols:
         getters.append((f"Share {t}", lambda e, t=t: number((e.extra.get("tool_shares") or {})
                                                             .get(t)), 3))
-    getters.append(("Train s/epoch", lambda e: number(e.timings.get("s_per_epoch")), 1))
+    getters.append(("Train s/epoch", train_s_per_epoch, 1))
     # Keep only columns with at least one value.
     getters = [g for g in getters if any(g[1](e) is not None for e in entries)]
     if not entries or not getters:

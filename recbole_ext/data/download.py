@@ -151,10 +151,12 @@ def download(
             # network trouble (and KeyboardInterrupt, not caught): keep the .part to resume
             attempt += 1
             if attempt > retries:
-                raise DownloadError(
-                    f"download of {url} failed after {attempt} attempts ({exc}); the partial "
-                    f"file {part} is kept and the next run resumes from it"
-                ) from exc
+                size = part.stat().st_size if part.exists() else 0
+                if not size:
+                    part.unlink(missing_ok=True)
+                kept = (f"the partial file {part} ({size} bytes) is kept and the next run resumes from it"
+                        if size else "no file was kept")
+                raise DownloadError(f"download of {url} failed after {attempt} attempts ({exc}); {kept}") from exc
             logger.warning("download of %s interrupted (%s); resuming", url, exc)
             time.sleep(min(2.0**attempt, 10.0))
     try:

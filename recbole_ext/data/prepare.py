@@ -33,8 +33,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .catalog import CATALOG, DatasetSpec, DatasetStats, get_spec, resolve_url
-from .download import download, sha256_file, verify_file
+from recbole_ext.locks import exclusive_lock
+
+from .catalog import CATALOG, SOURCE_URL_ENV, DatasetSpec, DatasetStats, get_spec, resolve_url
+from .download import DownloadError, download, sha256_file, verify_file
 from .readers import (
     ITEM_TEXT_FIELDS,
     read_amazon2014_inter,
@@ -191,18 +193,8 @@ def _build_dir(out: Path, build) -> None:
 @contextlib.contextmanager
 def _dataset_lock(out: Path) -> Iterator[None]:
     """Exclusive lock (``.<name>.lock`` next to ``out``) while a dataset is prepared."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
+    with exclusive_lock(out.parent / f".{out.name}.lock", f"preparing {out.name}"):
         yield
-        return
-    with open(out.parent / f".{out.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _read_marker(folder: Path) -> dict | None:
@@ -256,9 +248,26 @@ def _find_raw(
         if target.exists():
             verify_file(target, raw.sha256)
         else:
-            download(resolve_url(spec, raw, base_url), target, expected_sha256=raw.sha256)
+            try:
+                download(resolve_url(spec, raw, base_url), target, expected_sha256=raw.sha256)
+            except DownloadError as exc:
+                raise type(exc)(f"{exc}\n{_offline_help(spec, folder, base_url)}") from exc
         paths[raw.role] = target
     return paths
+
+
+def _offline_help(spec: DatasetSpec, folder: Path, base_url: str | None) -> str:
+    """The two ways forward when a dataset's raw files cannot be downloaded here."""
+    listing = "\n".join(f"  {f.filename}  <-  {resolve_url(spec, f, base_url)}" for f in spec.files)
+    env = SOURCE_URL_ENV.get(spec.source)
+    return (
+        f"To prepare {spec.name!r} without this download, either\n"
+        f"(1) fetch these files on a machine that can, into one folder DIR:\n{listing}\n"
+        f"    then run: python -m recbole_ext.data prepare {spec.name} --raw_dir=DIR\n"
+        f"    (or copy them into {folder}) and rerun your command; or\n"
+        f"(2) download from a mirror: python -m recbole_ext.data prepare {spec.name} --base_url=URL"
+        + (f"\n    (or set {env}=URL for every run)" if env else "")
+    )
 
 
 def _prepare_amazon(spec: DatasetSpec, raw: dict[str, Path], out: Path) -> DatasetStats:

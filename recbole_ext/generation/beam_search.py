@@ -57,12 +57,14 @@ def beam_search(
     free_steps: int = 0,
     free_range: tuple[int, int] | None = None,
     constrain: bool = True,
+    item_levels: bool = True,
 ) -> BeamSearchOutput:
     """Search with any step decoder (``step(tokens [B, k]) -> log-probs [B, k, V]``, ``reorder``).
 
     prefix: forced tokens [B, p] decoded after bos (their probabilities are not scored: they are
     the same for all of a user's beams). free_range: [start, end) token ids allowed in free steps
-    (default: all code tokens).
+    (default: all code tokens). ``item_levels=False`` stops after the free steps: the K best free
+    sequences (e.g. reasoning paths) by their own score, items all -1.
     """
     b, m = batch_size, vocab.n_levels
     if trie.depth != m:
@@ -85,6 +87,10 @@ def beam_search(
         out_tokens = [t.gather(1, parent) for t in out_tokens]
         cur = torch.where(tok >= 0, tok + lo, torch.full_like(tok, vocab.pad))
         out_tokens.append(cur)
+
+    if not item_levels:
+        tokens = torch.stack(out_tokens, dim=-1) if out_tokens else cur.new_zeros(b, cur.shape[1], 0)
+        return BeamSearchOutput(torch.full_like(cur, -1), scores, tokens)
 
     node = torch.zeros_like(cur)  # trie root, [B, k]
     for d in range(m):
@@ -119,6 +125,7 @@ def t5_beam_search(
     constrain: bool = True,
     encoder_out: torch.Tensor | None = None,  # [B, L', D] from generation.encode, with its mask
     n_buckets: int | None = None,
+    item_levels: bool = True,
 ) -> BeamSearchOutput:
     """Encode once per user (in ``n_buckets`` length buckets, see :func:`encode`), then
     :func:`beam_search` with a :class:`T5CachedDecoder`.
@@ -138,9 +145,9 @@ def t5_beam_search(
         if n_buckets is None:
             n_buckets = 1 if input_ids.is_cuda else 4
         encoder_out, attention_mask = encode(model, input_ids, attention_mask, n_buckets)
-    n_steps = (0 if prefix is None else prefix.shape[1]) + free_steps + vocab.n_levels
-    dec = T5CachedDecoder(model, encoder_out, attention_mask, n_steps)
+    n_steps = (0 if prefix is None else prefix.shape[1]) + free_steps + (vocab.n_levels if item_levels else 0)
+    dec = T5CachedDecoder(model, encoder_out, attention_mask, max(1, n_steps))
     return beam_search(
         dec, trie, vocab, input_ids.shape[0], n_beams, input_ids.device,
-        prefix=prefix, free_steps=free_steps, free_range=free_range, constrain=constrain,
+        prefix=prefix, free_steps=free_steps, free_range=free_range, constrain=constrain, item_levels=item_levels,
     )

@@ -64,18 +64,19 @@ def score_continuations(
     candidates: torch.Tensor,  # [B, G, C, m]
 ) -> torch.Tensor:
     """log p(candidate | prefix, history) summed over the candidate's m tokens (full softmax):
-    -> [B, G, C]. Each prefix is decoded once and forked into its C candidates (shared caches)."""
+    -> [B, G, C]. Each prefix is decoded once and forked into its C candidates (shared caches);
+    each token's log-probability is its logit minus the row's logsumexp (no [*, V] log-softmax)."""
     b, g, c, m = candidates.shape
     device = encoder_out.device
     dec = T5CachedDecoder(t5, encoder_out, encoder_mask, prefix.shape[-1] + m)
-    logp = dec.step(torch.full((b, g), bos, dtype=torch.long, device=device))
+    logits = dec.step(torch.full((b, g), bos, dtype=torch.long, device=device), log_probs=False)
     for i in range(prefix.shape[-1]):
-        logp = dec.step(prefix[..., i])  # [B, G, V]
-    dec.reorder(torch.arange(g, device=device).repeat_interleave(c)[None].expand(b, -1))
+        logits = dec.step(prefix[..., i], log_probs=False)  # [B, G, V]
     flat = candidates.reshape(b, g * c, m)
-    logp = logp.repeat_interleave(c, dim=1)  # [B, G*C, V]
-    score = logp.gather(-1, flat[..., :1]).squeeze(-1)  # [B, G*C]
+    first = flat[..., 0].view(b, g, c)  # [B, G, C] each candidate's first token, gathered before forking
+    score = (logits.gather(-1, first) - logits.logsumexp(-1, keepdim=True)).reshape(b, g * c)  # [B, G*C]
+    dec.reorder(torch.arange(g, device=device).repeat_interleave(c)[None].expand(b, -1))
     for d in range(1, m):
-        logp = dec.step(flat[..., d - 1])
-        score = score + logp.gather(-1, flat[..., d : d + 1]).squeeze(-1)
+        logits = dec.step(flat[..., d - 1], log_probs=False)  # [B, G*C, V]
+        score = score + logits.gather(-1, flat[..., d : d + 1]).squeeze(-1) - logits.logsumexp(-1)
     return score.view(b, g, c)

@@ -45,3 +45,22 @@ def beams_to_scores(
         out.scatter_(1, fb_idx, torch.where(use, fb_score, cur))
     n_invalid = (~valid).sum()
     return out, n_invalid
+
+
+def path_sum_scores(
+    items: torch.Tensor,  # [B, K] item id per beam; -1 = invalid / dead
+    beam_scores: torch.Tensor,  # [B, K] log-probability of each beam (reasoning path + item)
+    n_items: int,
+) -> torch.Tensor:
+    """Scores [B, n_items]: each item's log of the summed probability of its beams (logsumexp over
+    the reasoning paths that end in it), -inf for items no valid beam reached."""
+    b, _ = items.shape
+    valid = (items >= 0) & torch.isfinite(beam_scores)
+    col = torch.where(valid, items, torch.full_like(items, n_items))  # invalid beams -> dump column
+    s = torch.where(valid, beam_scores.float(), torch.zeros_like(beam_scores, dtype=torch.float))
+    top = torch.full((b, n_items + 1), float("-inf"), device=items.device).scatter_reduce(
+        1, col, torch.where(valid, s, torch.full_like(s, float("-inf"))), reduce="amax")  # per-item max
+    shift = top.gather(1, col)  # [B, K]
+    total = torch.zeros(b, n_items + 1, device=items.device).scatter_add(1, col, torch.where(valid, (s - shift).exp(), 0.0))
+    out = top + total.log()
+    return out[:, :n_items].contiguous()

@@ -119,8 +119,9 @@ class T5CachedDecoder:
         self.k = 1
         self.last_hidden: torch.Tensor | None = None  # [B, k, D] after the last step
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed tokens [B, k] at position t; return log-probabilities [B, k, V] for position t+1."""
+    def step(self, tokens: torch.Tensor, log_probs: bool = True) -> torch.Tensor:
+        """Feed tokens [B, k] at position t; return log-probabilities [B, k, V] for position t+1
+        (``log_probs=False``: the raw logits, float32, for callers that need a few of them)."""
         b, k = tokens.shape
         if self.self_kv is not None and k != self.k:
             raise ValueError(f"step got {k} beams, cache holds {self.k}")
@@ -157,7 +158,7 @@ class T5CachedDecoder:
         if self.scale_out is not None:
             h = h * self.scale_out
         logits = self.model.lm_head(h)  # [B, k, V]
-        return torch.log_softmax(logits.float(), dim=-1)
+        return torch.log_softmax(logits.float(), dim=-1) if log_probs else logits.float()
 
     def reorder(self, parent: torch.Tensor) -> None:
         """Keep beams ``parent`` [B, K] (indices into the current k beams); K may differ from k."""

@@ -4,7 +4,9 @@ Every semantic-ID generator is this module plus its own losses: TIGER trains it 
 STREAM-Rec adds reasoning tokens, LASAR feeds hidden states back as input embeddings, TwiSTAR uses a
 trained one as its fast retriever. What it offers:
 
-* inputs: :meth:`history_tokens` (each history item as its m code tokens), :meth:`shift`;
+* inputs: :meth:`history_tokens` (each history item as its m code tokens, then EOS when built with
+  ``history_eos``: every model's encoder input goes through it, so all generators see one format),
+  :meth:`shift`, :meth:`append_eos`;
 * training: :meth:`encode`, :meth:`decode` from token ids *or* input embeddings (with any decoder
   stack that shares the encoder, e.g. STREAM-Rec's direct decoder), :meth:`logits` (T5's output
   scaling for tied embeddings), :meth:`token_logprobs` (teacher forced), :meth:`lm_loss` (T5's own
@@ -43,11 +45,13 @@ class SIDSeq2Seq(nn.Module):
     """T5 + SID vocabulary + item token table + trie; see the module docstring.
 
     ``item_codes`` [n_items, m] are the items' codes by item id, row 0 (padding) all -1.
+    ``history_eos``: append EOS after the history's last item token (the references' input format).
     """
 
-    def __init__(self, vocab: SIDVocab, item_codes: Tensor, backbone: dict):
+    def __init__(self, vocab: SIDVocab, item_codes: Tensor, backbone: dict, history_eos: bool = False):
         super().__init__()
         self.vocab = vocab
+        self.history_eos = bool(history_eos)
         self.register_buffer("item_codes", item_codes, persistent=False)  # [n_items, m]
         self.register_buffer("item_tokens", vocab.encode(item_codes), persistent=False)  # [n_items, m]
         n_items = item_codes.shape[0]
@@ -57,9 +61,19 @@ class SIDSeq2Seq(nn.Module):
 
     # --- inputs --------------------------------------------------------------------------------
     def history_tokens(self, items: Tensor) -> tuple[Tensor, Tensor]:
-        """items [B, L] (0 = padding) -> encoder ids [B, L*m] and their mask [B, L*m]."""
+        """items [B, L] (0 = padding) -> encoder ids [B, L*m] and their mask [B, L*m]; with
+        ``history_eos`` [B, L*m + 1], EOS right after the last history token (padding stays after it)."""
         tokens = self.item_tokens[items].flatten(1)
+        if self.history_eos:
+            tokens = torch.cat([tokens, tokens.new_full((tokens.shape[0], 1), self.vocab.pad)], dim=1)
+            position = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)  # [L*m + 1]
+            end = torch.where(tokens != self.vocab.pad, position, 0).amax(dim=1, keepdim=True)  # [B, 1]
+            tokens = tokens.scatter(1, end, self.vocab.eos)
         return tokens, (tokens != self.vocab.pad).long()
+
+    def append_eos(self, labels: Tensor) -> Tensor:
+        """Target tokens [B, T] -> [B, T + 1] ending in EOS."""
+        return torch.cat([labels, labels.new_full((labels.shape[0], 1), self.vocab.eos)], dim=1)
 
     def shift(self, labels: Tensor) -> Tensor:
         """Decoder inputs [B, T]: [bos, labels[:, :-1]]."""
@@ -109,10 +123,12 @@ class SIDSeq2Seq(nn.Module):
     # --- decoding ------------------------------------------------------------------------------
     def beam_search(self, ids: Tensor, mask: Tensor, n_beams: int, prefix: Tensor | None = None,
                     free_steps: int = 0, free_range: tuple[int, int] | None = None,
-                    constrain: bool = True) -> BeamSearchOutput:
-        """Trie-constrained beam search for a batch of users (items [B, K], best first)."""
+                    constrain: bool = True, item_levels: bool = True) -> BeamSearchOutput:
+        """Trie-constrained beam search for a batch of users (items [B, K], best first);
+        ``item_levels=False``: the K best free (reasoning) sequences only."""
         return t5_beam_search(self.t5, ids, mask, self.trie(ids.device), self.vocab, n_beams, prefix=prefix,
-                              free_steps=free_steps, free_range=free_range, constrain=constrain)
+                              free_steps=free_steps, free_range=free_range, constrain=constrain,
+                              item_levels=item_levels)
 
     def encode_for_decoding(self, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder states and mask for step-wise decoding (length buckets on CPU, as beam search)."""

@@ -15,7 +15,9 @@ Choices (the paper leaves them open):
 * Quantisation is nearest-neighbour by Euclidean (L2) distance, computed as
   ``||e||^2 - 2 e·r`` (the ``||r||^2`` term is constant per row); ties go to the lowest
   allowed position (``torch.argmin``).
-* Both MLPs are ``Linear(H, H') -> GELU -> Linear(H', H)`` with H' = H by default. ``s_0`` is
+* Both MLPs are ``Linear(H, H') -> GELU -> Linear(H', H)`` with H' = H by default; with
+  ``init="identity"`` they are ``x + MLP(x)`` with the last layer zero at initialisation, so the
+  first labels are the nearest tokens to ``t - d_0`` rather than to a random projection. ``s_0`` is
   d_0 itself (not passed through the state MLP), as the paper writes; ``s_i`` for i >= 1 goes
   through it, its input being the running sum of d_0..d_i.
 * ``step`` is called l times (the last call only yields s_l, which Eq. 14 uses).

@@ -1,6 +1,9 @@
-"""Semantic-ID item tokenizers (RQ-VAE, random, external file), collision code, vocab, trie.
+"""Semantic-ID item tokenizers (RQ-VAE, residual k-means, random, external file), collisions
+(appended code or zero-collision reassignment), vocab, trie, and the tokenizer report
+(``report.py``; ``python -m recbole_ext.sid report --dataset=...``).
 
-Importing this package imports neither transformers nor faiss (faiss loads when RQ-VAE trains).
+Importing this package imports neither transformers nor faiss nor scipy (they load when a
+tokenizer trains or reassigns).
 """
 
 from recbole_ext.sid.cache import SemanticIDs, build_semantic_ids

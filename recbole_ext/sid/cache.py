@@ -2,12 +2,14 @@
 
 Config (a plain dict, e.g. the ``sid`` block of a model YAML)::
 
-    method: rqvae              # rqvae | random | external
+    method: rqvae              # rqvae | rkmeans | random | external
     n_levels: 3                # residual levels before the collision code (rqvae, random)
     codebook_size: 256         # codes per level (rqvae, random)
     collision_codebook_size:   # codes of the collision level (default: codebook_size)
     seed: 0
     rqvae: {epochs: 300, ...}  # any other RQVAEConfig field
+    rkmeans: {niter: 50, ...}  # rkmeans only: any other RKMeansConfig field
+    collision: append          # append (a collision level) | reassign (zero-collision last level; rqvae, rkmeans)
     path: items.index.json     # external only
     allow_extra_items: false   # external only: ignore file entries for items not in the dataset
 
@@ -32,14 +34,15 @@ import numpy as np
 import torch
 
 from recbole_ext.atomic import atomic_write, atomic_write_text
+from recbole_ext.locks import exclusive_lock
 
-from recbole_ext.sid.collisions import add_collision_code
+from recbole_ext.sid.collisions import resolve_collisions
 from recbole_ext.sid.vocab import SIDVocab
 
 logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-METHODS = ("rqvae", "random", "external")
+METHODS = ("rqvae", "rkmeans", "random", "external")
 
 
 @dataclass
@@ -71,6 +74,14 @@ class SemanticIDs:
             dst, src = torch.tensor(idx).T
             out[dst] = self.codes[src]
         return out
+
+    def table_digest(self) -> str:
+        """sha256 (16 hex digits) of the ID table itself: each item token with its codes, and the
+        codebook sizes; independent of item order and of how the IDs were built. Two runs with one
+        digest used the same semantic IDs."""
+        rows = sorted(zip(self.item_tokens, self.codes.tolist()))
+        canonical = json.dumps({"codebook_sizes": list(self.codebook_sizes), "ids": rows}, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return {
@@ -123,25 +134,34 @@ def _compute(item_tokens: list[str], embeddings: np.ndarray | None, cfg: dict) -
             bool(cfg.get("allow_extra_items", False)),
         )
         return SemanticIDs(list(item_tokens), codes.long(), tuple(sizes), {"method": method, **stats})
-    if method == "rqvae":
+    last_cost = None  # [N, K] cost of each last-level code (zero-collision reassignment)
+    if method in ("rqvae", "rkmeans"):
         if embeddings is None:
-            raise ValueError("the rqvae tokenizer needs item embeddings")
+            raise ValueError(f"the {method} tokenizer needs item embeddings")
         if len(embeddings) != len(item_tokens):
             raise ValueError(f"{len(embeddings)} embeddings for {len(item_tokens)} items")
+    if method == "rqvae":
         from recbole_ext.sid.rqvae import train_rqvae
 
         rcfg = {"n_levels": n_levels, "codebook_size": k, "seed": seed, **cfg.get("rqvae", {})}
         res = train_rqvae(embeddings, rcfg)
         base, stats = res.codes, {"method": method, "rqvae": res.stats}
+        last_cost = res.last_cost
+    elif method == "rkmeans":
+        from recbole_ext.sid.rkmeans import train_rkmeans
+
+        res = train_rkmeans(embeddings, {"n_levels": n_levels, "codebook_size": k, "seed": seed,
+                                         **cfg.get("rkmeans", {})})
+        base, stats, last_cost = res.codes, {"method": method, "rkmeans": res.stats}, res.last_cost
     elif method == "random":
         from recbole_ext.sid.random_ids import random_codes
 
         base, stats = random_codes(len(item_tokens), [k] * n_levels, seed), {"method": method}
     else:
         raise ValueError(f"unknown semantic-ID method {method!r}; choose one of {METHODS}")
-    codes, cstats = add_collision_code(base, k_coll)
+    codes, k_extra, cstats = resolve_collisions(base, cfg.get("collision"), k_coll, last_cost)
     stats["collision"] = cstats
-    return SemanticIDs(list(item_tokens), codes.long(), (k,) * n_levels + (k_coll,), stats)
+    return SemanticIDs(list(item_tokens), codes.long(), (k,) * n_levels + ((k_extra,) if k_extra else ()), stats)
 
 
 def build_semantic_ids(
@@ -167,12 +187,34 @@ def build_semantic_ids(
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"sid-{cfg['method']}-{digest[:24]}.pt"
-    if path.exists():
+    # One tokenizer training per key at a time: a concurrent run waits, then reads the cache.
+    with exclusive_lock(path.with_name(f".{path.name}.lock"), f"building semantic IDs {path.name}"):
+        sids = _read_cache(path, item_tokens)
+        if sids is None:
+            sids = _build_and_store(path, digest, item_tokens, embeddings, cfg)
+    return sids
+
+
+def _read_cache(path: Path, item_tokens: list[str]) -> SemanticIDs | None:
+    """The cached IDs at ``path``, or None for a miss: absent, unreadable (truncated, corrupt, an
+    older version: a warning names the file, which is rebuilt) or for other items."""
+    if not path.exists():
+        return None
+    try:
         sids = SemanticIDs.load(path)
-        if sids.item_tokens == list(item_tokens):
-            logger.info("semantic IDs: cache hit %s", path)
-            return sids
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, it is rebuilt
+        logger.warning("semantic IDs: cache file %s is unreadable (%s: %s); rebuilding it",
+                       path, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return None
+    if sids.item_tokens != list(item_tokens):
         logger.warning("semantic IDs: %s does not match the items, recomputing", path)
+        return None
+    logger.info("semantic IDs: cache hit %s", path)
+    return sids
+
+
+def _build_and_store(path: Path, digest: str, item_tokens: list[str], embeddings: np.ndarray | None,
+                     cfg: dict) -> SemanticIDs:
     logger.info("semantic IDs: cache miss, computing %s", path)
     sids = _compute(item_tokens, embeddings, cfg)
     sids.stats["cache_key"] = digest

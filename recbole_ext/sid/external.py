@@ -4,6 +4,11 @@ The file maps a raw item token to its code tokens, level l written ``<{letter_l}
 letters a, b, c, ... in level order, e.g. ``{"0": ["<a_12>", "<b_3>", "<c_250>", "<d_7>"]}``.
 Every item of the dataset must appear, no other item may, and all IDs must have the same length.
 Items sharing a full ID get one more level (the collision code) and the count is reported.
+
+Keys are raw item tokens of the dataset (what its ``.item`` / ``.inter`` files call the item),
+never positions: a key ``"7"`` is the item whose token is ``7``, whatever RecBole's internal id for
+it. A file keyed by integers that are not this dataset's tokens (e.g. positions 0..N-1 in another
+tool's item list) fails with a message that says so; convert its keys to item tokens first.
 """
 
 from __future__ import annotations
@@ -32,6 +37,17 @@ def _show(keys: list[str], n: int = 5) -> str:
     return ", ".join(repr(k) for k in keys[:n]) + more
 
 
+def _integer_key_hint(keys: list[str], item_tokens: list[str]) -> str:
+    """A sentence for a key mismatch where the file's keys are integers (positions, not tokens?)."""
+    if not keys or not all(k.isdigit() for k in keys):
+        return ""
+    ints = sorted(int(k) for k in keys)
+    shape = f"the integers {ints[0]}..{ints[-1]}" if ints == list(range(ints[0], ints[0] + len(ints))) else "integers"
+    return (f". The file's keys are {shape}: each key is read as an item token of this dataset "
+            f"(e.g. {item_tokens[0]!r}), never as a position in an item list; if the keys are positions "
+            "or ids of another tool, map them to this dataset's item tokens first")
+
+
 def load_index_json(
     path: str | os.PathLike,
     item_tokens: list[str],
@@ -51,17 +67,20 @@ def load_index_json(
     except (OSError, json.JSONDecodeError) as e:
         raise SIDFileError(f"{path}: cannot read the ID file: {e}") from e
     if not isinstance(raw, dict):
-        raise SIDFileError(f"{path}: expected a JSON object item -> list of code tokens")
+        raise SIDFileError(f"{path}: expected a JSON object item token -> list of code tokens, got a "
+                           f"{type(raw).__name__} (a list indexed by position is not accepted: key it by item token)")
 
     wanted = set(item_tokens)
     missing = [t for t in item_tokens if t not in raw]
-    if missing:
-        raise SIDFileError(f"{path}: {len(missing)} dataset items have no ID, e.g. {_show(missing)}")
     unknown = [k for k in raw if k not in wanted]
+    if missing or (unknown and not allow_extra_items):
+        hint = _integer_key_hint(list(raw), item_tokens)
+    if missing:
+        raise SIDFileError(f"{path}: {len(missing)} dataset items have no ID, e.g. {_show(missing)}{hint}")
     if unknown and not allow_extra_items:
         raise SIDFileError(
             f"{path}: {len(unknown)} items are not in the dataset, e.g. {_show(unknown)} "
-            "(are the keys raw item tokens of this dataset? set allow_extra_items to ignore them)"
+            f"(are the keys raw item tokens of this dataset? set allow_extra_items to ignore them){hint}"
         )
 
     m = None

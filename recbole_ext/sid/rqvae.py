@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from recbole_ext.sid.kmeans import kmeans as _kmeans
+
 logger = logging.getLogger(__name__)
 
 
@@ -186,23 +188,6 @@ class RQVAE(nn.Module):
         return torch.cat(codes).cpu(), sq / x.numel()
 
 
-def _kmeans(data: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
-    """faiss k-means centroids [k, d]; with fewer points than k, sampled points plus tiny noise."""
-    import faiss  # lazy: only training needs it
-
-    data = np.ascontiguousarray(data, dtype=np.float32)
-    n, d = data.shape
-    if n < k:
-        rng = np.random.default_rng(seed)
-        pick = data[rng.choice(n, size=k, replace=True)]
-        scale = 1e-3 * (float(data.std()) + 1e-8)
-        return (pick + scale * rng.standard_normal(pick.shape)).astype(np.float32)
-    faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
-    km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(data)
-    return km.centroids.copy()
-
-
 def codebook_usage(codes: torch.Tensor, codebook_size: int) -> list[float]:
     """Share of codewords used at each level, codes [N, L] -> L floats."""
     return [len(torch.unique(codes[:, l])) / codebook_size for l in range(codes.shape[1])]
@@ -213,13 +198,17 @@ class RQVAEResult:
     codes: torch.Tensor  # [N, n_levels] (no collision code)
     stats: dict = field(default_factory=dict)
     model: RQVAE | None = None
+    #: [N, K] squared distance of each item's last-level residual to every last-level codeword (the
+    #: cost of zero-collision reassignment, :func:`recbole_ext.sid.collisions.reassign_last_level`)
+    last_cost: np.ndarray | None = None
 
 
 def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict | None = None) -> RQVAEResult:
     """Train an RQ-VAE on embeddings [N, D]; return codes [N, n_levels] and stats.
 
-    stats: ``codebook_usage`` (per level), ``collision_rate`` (1 - distinct IDs / N),
-    ``recon_mse`` (reconstruction error on all items), final ``loss`` terms, and the config.
+    stats: ``steps`` (optimizer steps), ``codebook_usage`` (per level), ``collision_rate``
+    (1 - distinct IDs / N), ``recon_mse`` (reconstruction error on all items, standardised units),
+    final ``loss`` terms, and the config. ``last_cost``: see :class:`RQVAEResult`.
     """
     cfg = RQVAEConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or RQVAEConfig())
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(cfg.device)  # [N, D]
@@ -265,8 +254,14 @@ def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict |
         if cfg.log_every and (epoch % cfg.log_every == 0 or epoch == cfg.epochs - 1):
             logger.info("rqvae epoch %d: %s", epoch, {k: round(v, 5) for k, v in last.items()})
     codes, recon = model.encode_codes(x)
+    was_training = model.training
+    model.eval()
+    last_residual = model.residuals(x)[-1]  # [N, d]
+    model.train(was_training)
+    last_cost = (torch.cdist(last_residual, model.codebooks[-1].detach()) ** 2).cpu().numpy()  # [N, K]
     n_distinct = len(torch.unique(codes, dim=0))
     stats = {
+        "steps": cfg.epochs * math.ceil(n / cfg.batch_size),
         "codebook_usage": codebook_usage(codes, cfg.codebook_size),
         "collision_rate": 1.0 - n_distinct / n,
         "n_distinct_ids": n_distinct,
@@ -279,4 +274,4 @@ def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict |
         "rqvae: usage %s, collision rate %.4f, recon mse %.5f",
         [round(u, 3) for u in stats["codebook_usage"]], stats["collision_rate"], recon,
     )
-    return RQVAEResult(codes, stats, model)
+    return RQVAEResult(codes, stats, model, last_cost)

@@ -4,14 +4,25 @@ RecBole's own ``_train_epoch`` only says "Training loss is nan". Ours names the 
 where the best checkpoint so far is kept, uses bf16 autocast on CUDA (``bf16: True``) and, with
 ``data_on_device: True``, cuts training batches from interactions kept on the training device
 (:mod:`recbole_ext.trainers.device_batches`). It adds a per-step learning-rate schedule
-(``warmup_steps``, ``lr_decay``; :mod:`recbole_ext.trainers.lr_schedule`) and a wall-clock budget
+(``warmup_steps`` or ``warmup_ratio``, ``lr_decay``; :mod:`recbole_ext.trainers.lr_schedule`; its
+horizon is set at the start of each ``fit``: epochs x batches per epoch) and a wall-clock budget
 per ``fit`` (``train_time_budget_s``): once spent, training stops after the current epoch's
 validation and the best checkpoint so far is what gets tested; the record says so.
+
+Validation runs every ``eval_step`` epochs (RecBole's key) and early stopping waits
+``stopping_step`` validations (RecBole's patience). With ``valid_loss_stopping: True`` (TIGER;
+a staged trainer refuses it: each stage selects on its own decoding) a validation is the
+teacher-forced loss of the validation targets (the model's ``calculate_loss``, eval mode, no beam
+search), lower is better; after training, the best checkpoint is validated once by ranking
+(NDCG@10 ...) so the record's ``valid`` holds the protocol's metrics, and ``extra.best_valid_loss``
+the selecting loss.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 
 import torch
@@ -36,7 +47,18 @@ class _TimeBudgetSpent(Exception):
 class GenerativeTrainer(ReportingTrainer):
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.schedule = StepSchedule(int(config["warmup_steps"] or 0), str(config["lr_decay"] or "constant"))
+        ratio = config["warmup_ratio"]
+        self.warmup_ratio = None if ratio is None else float(ratio)
+        self.schedule = StepSchedule(int(config["warmup_steps"] or 0), str(config["lr_decay"] or "constant"),
+                                     self.warmup_ratio)
+        self.valid_loss_stopping = bool(config["valid_loss_stopping"])
+        if self.valid_loss_stopping:
+            if callable(getattr(type(model), "build_stages", None)):
+                raise ValueError(f"valid_loss_stopping is not supported for {type(model).__name__}: its stages "
+                                 "select on their own decoding (set valid_loss_stopping: False)")
+            self.valid_metric, self.valid_metric_bigger = "valid_loss", False
+            self.best_valid_score = math.inf
+        self.best_valid_loss: float | None = None
         budget = config["train_time_budget_s"]
         self.time_budget_s = float(budget) if budget is not None else None
         self.time_budget_hit = False
@@ -62,10 +84,58 @@ class GenerativeTrainer(ReportingTrainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         """RecBole's fit, ended early (best checkpoint kept) once the time budget is spent."""
         self._fit_started = time.perf_counter()
+        self._set_schedule_horizon(train_data)
         try:
-            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            score, result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         except _TimeBudgetSpent:
-            return self.best_valid_score, self.best_valid_result
+            score, result = self.best_valid_score, self.best_valid_result
+        if self.valid_loss_stopping and result is not None:
+            score, result = self._rank_best_on_valid(valid_data, score, saved, show_progress)
+        return score, result
+
+    def _set_schedule_horizon(self, train_data) -> None:
+        """Horizon of the current schedule: (epochs left) x (batches per epoch)."""
+        try:
+            per_epoch = len(self.training_batches(train_data))
+        except TypeError:  # an iterable without a length: no horizon (cosine then refuses to step)
+            return
+        self.schedule.set_horizon(max(0, self.epochs - self.start_epoch) * per_epoch)
+        if self.warmup_ratio is not None and self.schedule.warmup_ratio is None:
+            logger.warning("warmup_ratio=%g is not applied to this schedule (%s builds its own from "
+                           "warmup_steps)", self.warmup_ratio, type(self).__name__)
+
+    @torch.no_grad()
+    def validation_loss(self, valid_data) -> float:
+        """Mean teacher-forced loss (``calculate_loss``, eval mode) over the validation users."""
+        was_training = self.model.training
+        self.model.eval()
+        total, n = 0.0, 0
+        try:
+            for batch in valid_data:
+                interaction = (batch[0] if isinstance(batch, tuple) else batch).to(self.device)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+                    loss = self.model.calculate_loss(interaction)
+                total += float(loss) * len(interaction)
+                n += len(interaction)
+        finally:
+            self.model.train(was_training)
+        return total / max(1, n)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        if not self.valid_loss_stopping:
+            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        loss = self.validation_loss(valid_data)
+        return loss, {"valid_loss": loss}
+
+    def _rank_best_on_valid(self, valid_data, best_loss: float, saved: bool, show_progress: bool):
+        """Validate the checkpoint the loss selected by ranking, for the record's protocol metrics."""
+        self.best_valid_loss = float(best_loss)
+        load = saved and os.path.isfile(self.saved_model_file)
+        result = dict(self.evaluate(valid_data, load_best_model=load, show_progress=show_progress))
+        logger.info("valid_loss_stopping: best valid loss %.6f; its ranking on validation: %s", best_loss, result)
+        result["valid_loss"] = self.best_valid_loss
+        self.best_valid_result = result
+        return best_loss, result
 
     def _check_time_budget(self, epoch_idx: int) -> None:
         if self.time_budget_s is None or self.best_valid_result is None:  # always validate once
@@ -82,9 +152,11 @@ class GenerativeTrainer(ReportingTrainer):
         """The model's decoding statistics (last evaluation) and this trainer's schedule and budget."""
         return {
             **super().record_extra(),
-            "lr_schedule": {"warmup_steps": self.schedule.warmup_steps, "decay": self.schedule.decay},
+            "lr_schedule": self.schedule.describe(),
             "time_budget_s": self.time_budget_s,
             "stopped_by_time_budget": self.time_budget_hit,
+            "valid_loss_stopping": self.valid_loss_stopping,
+            **({"best_valid_loss": self.best_valid_loss} if self.best_valid_loss is not None else {}),
         }
 
     def epoch_batches(self, train_data, epoch_idx: int):

@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -83,13 +83,13 @@ class Rollouts:
 
     ids: Tensor  # [B, L] encoder ids
     mask: Tensor  # [B, L]
-    enc: Tensor  # [B, L, D] policy encoder states (no gradient)
+    enc: Tensor | None  # [B, L, D] policy encoder states (no gradient)
     decode_enc: Tensor  # [B, L', D] encoder states for step-wise decoding (length buckets)
     decode_mask: Tensor  # [B, L']
     grouped: Tensor  # [B, G, T] sampled tokens: free_steps reasoning tokens, then m item tokens
     tokens: Tensor  # [N, T]
     allowed: Tensor  # [N, T, V] additive mask of the restricted policy
-    hidden: Tensor  # [N, T, D] policy decoder states (no gradient)
+    hidden: Tensor | None  # [N, T, D] policy decoder states (no gradient)
     free_steps: int
     old: Tensor | None = None  # [N, T] log-probs under the policy that sampled
     ref: Tensor | None = None  # [N, T] log-probs under the frozen reference
@@ -167,27 +167,38 @@ class GRPOStage(Stage):
     def decode_free_steps(self, model) -> int:
         return self.free_steps
 
-    @torch.no_grad()
-    def rollouts(self, model: GRPOModel, interaction) -> Rollouts:
-        """Sample G rollouts per user, score them under the policy and the reference, reward them."""
+    def rollouts(self, model: GRPOModel, interaction,
+                 policy: Callable[[Rollouts], tuple[Tensor, Tensor, Tensor]] | None = None) -> Rollouts:
+        """Sample G rollouts per user, score them under the sampling policy and the reference, reward
+        them. ``policy``: a function of the sampled rollouts returning the current policy's (encoder
+        states [B, L, D], log-probs [N, T], decoder states [N, T, D]) with gradient; without dropout
+        these equal the sampling policy's, so the first update's own pass serves (one teacher-forced
+        pass fewer per rollout batch)."""
         cfg, s2s, g = self.config, model.seq2seq, self.config.group_size
         if self.reference is None:
             self.begin(model)
-        ids, mask = model.history_tokens(interaction)
-        dec_enc, dec_mask = s2s.encode_for_decoding(ids, mask)
-        grouped = s2s.sample(dec_enc, dec_mask, g, self.free_steps, cfg.temperature, cfg.constrained_rollout)
-        b, t = grouped.shape[0], grouped.shape[-1]
-        tokens = grouped.reshape(b * g, t)
-        allowed = s2s.policy_mask(tokens, self.free_steps, cfg.constrained_rollout)  # [N, T, V]
-        enc = s2s.encode(ids, mask)
-        rep_mask = mask.repeat_interleave(g, 0)
-        old, hidden = s2s.token_logprobs(enc.repeat_interleave(g, 0), rep_mask, tokens,
-                                         temperature=cfg.temperature, allowed=allowed)
-        ref_enc = s2s.encode(ids, mask, t5=self.reference)
-        ref, _ = s2s.token_logprobs(ref_enc.repeat_interleave(g, 0), rep_mask, tokens, t5=self.reference,
-                                    temperature=cfg.temperature, allowed=allowed)
-        ro = Rollouts(ids, mask, enc, dec_enc, dec_mask, grouped, tokens, allowed, hidden, self.free_steps, old, ref)
-        ro.advantages, ro.stats = self.advantages(model.grpo_rewards(interaction, ro), b, g, t)
+        with torch.no_grad():
+            ids, mask = model.history_tokens(interaction)
+            dec_enc, dec_mask = s2s.encode_for_decoding(ids, mask)
+            grouped = s2s.sample(dec_enc, dec_mask, g, self.free_steps, cfg.temperature, cfg.constrained_rollout)
+            b, t = grouped.shape[0], grouped.shape[-1]
+            tokens = grouped.reshape(b * g, t)
+            allowed = s2s.policy_mask(tokens, self.free_steps, cfg.constrained_rollout)  # [N, T, V]
+            rep_mask = mask.repeat_interleave(g, 0)
+            ref_enc = s2s.encode(ids, mask, t5=self.reference)
+            ref, _ = s2s.token_logprobs(ref_enc.repeat_interleave(g, 0), rep_mask, tokens, t5=self.reference,
+                                        temperature=cfg.temperature, allowed=allowed)
+        ro = Rollouts(ids, mask, None, dec_enc, dec_mask, grouped, tokens, allowed, None, self.free_steps, None, ref)
+        if policy is not None and not cfg.dropout:
+            ro.enc, new, hidden = policy(ro)
+            ro.old, ro.hidden = new.detach(), hidden.detach()
+        with torch.no_grad():
+            if ro.old is None:
+                ro.enc = s2s.encode(ids, mask)
+                ro.old, ro.hidden = s2s.token_logprobs(ro.enc.repeat_interleave(g, 0), rep_mask, tokens,
+                                                       temperature=cfg.temperature, allowed=allowed)
+            ro.enc = ro.enc.detach()
+            ro.advantages, ro.stats = self.advantages(model.grpo_rewards(interaction, ro), b, g, t)
         return ro
 
     def advantages(self, rewards: RewardSet, b: int, g: int, t: int) -> tuple[Tensor, dict[str, float]]:
@@ -220,15 +231,20 @@ class GRPOStage(Stage):
 
     def loss(self, model: GRPOModel, interaction) -> Tensor:
         """Eq. 20 (DeepSeekMath GRPO) on the batch's rollouts, negated to be minimised."""
-        cfg, g = self.config, self.config.group_size
+        cfg, g, s2s = self.config, self.config.group_size, model.seq2seq
+        current: dict[str, Tensor] = {}
+
+        def policy(r: Rollouts) -> tuple[Tensor, Tensor, Tensor]:  # the current policy, with gradient
+            enc = s2s.encode(r.ids, r.mask)
+            current["new"], hidden = s2s.token_logprobs(enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0),
+                                                        r.tokens, temperature=cfg.temperature, allowed=r.allowed)
+            return enc, current["new"], hidden
+
         if self._rollouts is None or self._uses >= max(1, cfg.updates_per_batch):
-            self._rollouts, self._uses = self.rollouts(model, interaction), 0
+            self._rollouts, self._uses = self.rollouts(model, interaction, policy), 0
         r = self._rollouts
         self._uses += 1
-        s2s = model.seq2seq
-        enc = s2s.encode(r.ids, r.mask)
-        new, _ = s2s.token_logprobs(enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0), r.tokens,
-                                    temperature=cfg.temperature, allowed=r.allowed)
+        new = current["new"] if "new" in current else policy(r)[1]
         out = grpo_loss(new, r.old, r.ref, r.advantages, clip_eps=cfg.clip_eps, beta=cfg.kl_beta,
                         kl_estimator=cfg.kl_estimator, level=cfg.level)
         self.add_statistics(dict(r.stats, kl=float(out.kl), clip_fraction=float(out.clip_fraction),

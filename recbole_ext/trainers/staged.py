@@ -154,18 +154,20 @@ class StagedTrainer(GenerativeTrainer):
             hit = self.cache.load(stage.name, key)
             start = time.perf_counter()
             stage.reset_statistics()
+            stage.notes = {}
             incoming = None
             if hit is not None:
                 self.model.load_state_dict(hit[0], strict=True)
                 logger.info("stage %s loaded from cache (key %s): not retrained", stage.name, key)
                 score, result = self._valid_epoch(valid_data, show_progress=show_progress)
-                epochs = 0
+                epochs, s_per_epoch = 0, None
             else:
                 stage.begin(self.model)
                 incoming = self.set_incumbent(valid_data, saved, show_progress) if previous is not None else None
                 n_before = len(self.epoch_seconds)
                 score, result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
                 epochs = len(self.epoch_seconds) - n_before
+                s_per_epoch = round(sum(self.epoch_seconds[n_before:]) / epochs, 3) if epochs else None
                 if saved and os.path.isfile(self.saved_model_file):
                     best = torch.load(self.saved_model_file, map_location=self.device)
                     self.model.load_state_dict(best["state_dict"])
@@ -177,6 +179,7 @@ class StagedTrainer(GenerativeTrainer):
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             extra: dict[str, Any] = {"cached": hit is not None, "cache_key": key,
                                      "train_s": round(time.perf_counter() - start, 3), "epochs": epochs,
+                                     "s_per_epoch": s_per_epoch,  # this stage's training epochs only
                                      "lr_schedule": {"warmup_steps": stage.schedule.warmup_steps,
                                                      "decay": stage.schedule.lr_decay}}
             if hit is None and incoming is not None:
@@ -184,6 +187,8 @@ class StagedTrainer(GenerativeTrainer):
                 extra["kept_incoming"] = result is incoming  # no epoch beat them
             if hit is None and stage.statistics():
                 extra[f"{stage.name}_stats"] = stage.statistics()  # over the stage's last epoch
+            if hit is None and stage.notes:
+                extra.update(stage.notes)
             self.stage_runs.append(StageRun(stage, key, state, valid=metric_values(result), extra=extra))
             logger.info("stage %s done: valid %s", stage.name, metric_values(result))
             previous = key

@@ -84,7 +84,7 @@ class StageSchedule:
     lr_decay: str
     train_time_budget_s: float | None
 
-    KEYS = ("learning_rate", "epochs", "warmup_steps", "lr_decay")
+    KEYS = ("learning_rate", "epochs", "warmup_steps", "lr_decay", "train_time_budget_s")
 
     @classmethod
     def read(cls, config: Any, prefix: str) -> StageSchedule:
@@ -92,13 +92,13 @@ class StageSchedule:
             own = config[prefix + key] if prefix + key in _keys(config) else None
             return config[key] if own is None else own
 
-        budget = config["train_time_budget_s"]
+        budget = pick("train_time_budget_s")
         return cls(float(pick("learning_rate")), int(pick("epochs")), int(pick("warmup_steps") or 0),
                    str(pick("lr_decay") or "constant"), None if budget is None else float(budget))
 
     @staticmethod
     def keys(prefix: str) -> set[str]:
-        return {k for base in StageSchedule.KEYS for k in (base, prefix + base)} | {"train_time_budget_s"}
+        return {k for base in StageSchedule.KEYS for k in (base, prefix + base)}
 
 
 class Stage:
@@ -113,6 +113,8 @@ class Stage:
         self.schedule = schedule
         self._sums: dict[str, torch.Tensor | float] = {}
         self._steps = 0
+        #: facts of the stage's training (e.g. label diagnostics), added to its row of the record
+        self.notes: dict[str, Any] = {}
 
     # --- what defines the stage ------------------------------------------------------------------
     def key_config(self) -> dict:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from recbole_ext.config import HUB_OR_PATH_KEYS, PATH_KEYS, resolve_paths

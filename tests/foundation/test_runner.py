@@ -34,17 +34,23 @@ def test_plugin_trains_through_recbole_and_writes_record(plugins, tiny_dataset, 
     workdir.mkdir()
     monkeypatch.chdir(workdir)
     out = tmp_path / "out"
-    record = run("MeanPoolRec", name, overrides={**FAST, "data_path": data_path}, output_dir=out, run_id="r1")
+    record = run("MeanPoolRec", name, overrides={**FAST, "data_path": data_path}, output_dir=out, run_id="r1",
+                 argv=["run_benchmark.py", "--model=MeanPoolRec"])
 
     path = out / "runs" / name / "MeanPoolRec" / "r1.json"
     stored = json.loads(path.read_text())
+    assert stored == {"schema_version": 1, **record}  # what run() returns is what it stored
     assert stored["run_id"] == "r1" and stored["schema_version"] == 1 and stored["status"] == "ok"
     for key in ("model", "dataset", "seed", "config", "valid", "test", "timings", "versions", "device"):
         assert key in stored
     assert set(stored["test"]) == {"hit@5", "hit@10", "ndcg@5", "ndcg@10"}
     assert stored["config"]["embedding_size"] == 8 and stored["config"]["epochs"] == 1
     assert stored["timings"]["epochs"] == 1 and stored["timings"]["s_per_epoch"] > 0
-    assert set(stored["versions"]) == {"python", "torch", "recbole", "recbole_ext", "git_commit"}
+    assert {"python", "torch", "recbole", "recbole_ext", "git_commit", "numpy", "pandas", "scipy", "transformers",
+            "sentence_transformers", "faiss", "cuda", "nvidia_driver", "gpus"} <= set(stored["versions"])
+    provenance = stored["provenance"]
+    assert provenance["cwd"] == str(workdir) and provenance["argv"] == ["run_benchmark.py", "--model=MeanPoolRec"]
+    assert provenance["executable"] == sys.executable and set(provenance["git"]) >= {"commit", "dirty", "diff_sha256"}
     assert stored["device"].startswith("cpu")
     assert stored["extra"] == {"pooling": "mean"}  # the model's record_extra()
 
@@ -59,6 +65,8 @@ def test_plugin_trains_through_recbole_and_writes_record(plugins, tiny_dataset, 
     assert list(workdir.iterdir()) == []  # nothing written to the working directory
     artifacts = out / "artifacts" / name / "MeanPoolRec" / "r1"
     assert (artifacts / "run.log").is_file() and list((artifacts / "checkpoints").glob("*.pth"))
+    log = (artifacts / "run.log").read_text()
+    assert "The number of users: 41" in log and "\x1b[" not in log  # RecBole's summary, without colour codes
     assert [r["run_id"] for r in load_records(out)] == ["r1"]
 
     with pytest.raises(RecordExistsError):
@@ -88,14 +96,23 @@ def _cli(*args, cwd):
 def test_cli_builtin_model_end_to_end(tiny_dataset, tmp_path):
     data_path, name = tiny_dataset
     out = tmp_path / "out"
-    result = _cli("--model=GRU4Rec", f"--dataset={name}", f"--data_path={data_path}", "--epochs=1",
-                  "--embedding_size=8", "--hidden_size=8", "--train_batch_size=64", f"--output_dir={out}",
-                  "--run_id=cli1", cwd=tmp_path)
+    args = ["--model=GRU4Rec", f"--dataset={name}", f"--data_path={data_path}", "--epochs=1",
+            "--embedding_size=8", "--hidden_size=8", "--train_batch_size=64", f"--output_dir={out}", "--run_id=cli1"]
+    result = _cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GRU4Rec on tiny (run cli1) test: hit@5=" in result.stdout
     record = json.loads((out / "runs" / name / "GRU4Rec" / "cli1.json").read_text())
     assert record["config"]["hidden_size"] == 8 and record["config"]["model"] == "GRU4Rec"
+    # the command as typed, where it was typed, and the code it ran
+    assert record["provenance"]["argv"][1:] == args and record["provenance"]["argv"][0].endswith("run_benchmark.py")
+    assert record["provenance"]["cwd"] == str(tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert record["provenance"]["git"]["commit"] == head.stdout.strip()
+        assert record["versions"]["git_commit"].startswith(head.stdout.strip())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # nothing in the cwd
+    assert "\x1b[" not in result.stderr  # a pipe is not a terminal: no colour codes
+    assert "GradScaler" not in result.stderr and "chained assignment" not in result.stderr  # RecBole's, silenced
 
 
 def test_cli_errors(tmp_path, tiny_dataset):

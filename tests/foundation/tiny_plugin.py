@@ -39,3 +39,25 @@ class ExplodingRec(MeanPoolRec):
 
     def calculate_loss(self, interaction):
         raise RuntimeError("boom in calculate_loss")
+
+
+class EarlyPeakRec(MeanPoolRec):
+    """Scores items by a learned bias that its first training step sets to the items' popularity and
+    every later step turns into anti-popularity: validation peaks after the first epoch, then collapses
+    (with ``learner: sgd``, ``learning_rate: 1`` and one batch per epoch)."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.bias = nn.Parameter(torch.zeros(self.n_items))
+        self.steps = 0
+
+    def calculate_loss(self, interaction):
+        sign = -1.0 if self.steps == 0 else 3.0  # step 1: bias += count; later: bias -= 3 * count
+        self.steps += 1
+        return sign * self.bias[interaction[self.POS_ITEM_ID]].sum() + 0.0 * self.embedding.weight.sum()
+
+    def full_sort_predict(self, interaction):
+        return self.bias.unsqueeze(0).expand(len(interaction), -1).clone()
+
+    def predict(self, interaction):
+        return self.bias[interaction[self.ITEM_ID]]

@@ -142,7 +142,7 @@ def test_free_reasoning_steps_and_forced_prefix(setup):
         assert (out.tokens[b, :, :2] == prefix[b]).all()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_gpu_matches_cpu(setup):
     vocab, _, _, trie, model, ids, mask = setup
     cpu = t5_beam_search(model, ids, mask, trie, vocab, n_beams=10)
@@ -205,3 +205,18 @@ def test_cached_decoder_other_t5_variants(extra):
         got = torch.cat([dec.step(dec_in[:, t : t + 1]) for t in range(3)], 1)
         ref = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_in).logits.log_softmax(-1)
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_free_sequences_only_are_the_best_first_steps(setup):
+    """item_levels=False with one free step: the K best code tokens of the first step, best first."""
+    vocab, codes, item_ids, trie, model, ids, mask = setup
+    out = t5_beam_search(model, ids, mask, trie, vocab, 4, free_steps=1, item_levels=False)
+    assert (out.items == -1).all() and out.tokens.shape == (ids.shape[0], 4, 1)
+    with torch.no_grad():
+        enc = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        dec = T5CachedDecoder(model, enc, mask, 1)
+        lo, hi = vocab.code_range()
+        logp = dec.step(torch.full((ids.shape[0], 1), vocab.bos))[:, 0, lo:hi]  # [B, V_code]
+        best = logp.topk(4, dim=1)
+    assert torch.equal(out.tokens[..., 0], best.indices + lo)
+    assert torch.allclose(out.scores, best.values, atol=1e-5)

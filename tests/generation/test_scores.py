@@ -1,5 +1,6 @@
 """Beams -> RecBole score matrix."""
 
+import pytest
 import torch
 
 from recbole_ext.generation import beams_to_scores
@@ -26,3 +27,16 @@ def test_fallback_fills_missing_slots_below_beams():
     assert scores.tolist() == [[NEG, -1.0, 3.0, -2.0, NEG]]
     assert int(n_invalid) == 1
     assert scores.topk(3, dim=1).indices.tolist() == [[2, 1, 3]]
+
+
+def test_path_sum_scores_hand_example():
+    import math
+
+    from recbole_ext.generation.scores import path_sum_scores
+
+    items = torch.tensor([[3, 1, 3, -1], [2, 2, 2, 2]])
+    beams = torch.tensor([[-1.0, -2.0, -3.0, -0.5], [-1.0, -1.0, float("-inf"), -1.0]])
+    out = path_sum_scores(items, beams, 5)
+    assert out[0, 3].item() == pytest.approx(math.log(math.exp(-1) + math.exp(-3)), abs=1e-6)
+    assert out[0, 1].item() == pytest.approx(-2.0) and out[1, 2].item() == pytest.approx(math.log(3) - 1, abs=1e-6)
+    assert torch.isinf(out[0, [0, 2, 4]]).all() and torch.isinf(out[1, [0, 1, 3, 4]]).all()  # -1 and dead beams count nothing

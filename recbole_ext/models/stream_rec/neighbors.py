@@ -7,6 +7,8 @@ first j neighbours do not depend on how many are asked for.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor

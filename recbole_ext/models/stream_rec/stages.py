@@ -27,6 +27,17 @@ class STREAMRecSettings:
     labeller_inner_size: int | None
     labeller_dropout: float
     labeller_init: str
+    reasoning_decode: str
+
+    def __post_init__(self):
+        if self.reasoning_decode not in REASONING_DECODES:
+            raise ValueError(f"reasoning_decode must be one of {REASONING_DECODES}, got {self.reasoning_decode!r}")
+
+
+#: joint: one beam over reasoning and item tokens, each item ranked by its best path | best_thought:
+#: the best reasoning path alone (beam over the reasoning tokens), then the item beam after it |
+#: path_sum: the joint beam, each item ranked by the probability summed over the paths reaching it
+REASONING_DECODES = ("joint", "best_thought", "path_sum")
 
 
 @dataclass(frozen=True)
@@ -109,10 +120,13 @@ class SFTStage(Stage):
             self.rounds_done += 1
             logger.info("SFT round %d/%s: labelled %d samples with %d reasoning tokens in %.1fs", self.rounds_done,
                         cfg.rounds or "until early stopping", n, cfg.reasoning_len, time.perf_counter() - start)
+            diagnostics = {**model.label_statistics(), **model.thought_diagnostics(next(iter(train_data)))}
+            self.notes.setdefault("label_rounds", []).append(diagnostics)
+            logger.info("SFT round %d labels: %s", self.rounds_done, diagnostics)
 
     def loss(self, model, interaction):
         loss, terms = model.sft_loss(interaction, self.config)
-        self.add_statistics({f"loss_{k}": v for k, v in terms.items()})
+        self.add_statistics({k if k.startswith("nll_") else f"loss_{k}": v for k, v in terms.items()})
         return loss
 
     def decode_free_steps(self, model) -> int:

@@ -1,0 +1,93 @@
+"""Known-bad input ends in one ``error: ...`` line that says what to change (exit code 2), checked
+before any dataset is prepared or loaded; a failure during training loses no finished work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recbole_ext import runner
+from recbole_ext.cli import main
+from recbole_ext.sid.cache import METHODS
+from recbole_ext.validate import ConfigValueError, check_value_types
+from synthetic_data import TINY_GENERATIVE
+
+DEFAULTS = {"epochs": 300, "learning_rate": 0.001, "reproducibility": True, "train_time_budget_s": None,
+            "topk": [5, 10]}
+
+
+def test_value_kinds_follow_the_defaults():
+    ok = {"epochs": 2, "learning_rate": 1, "reproducibility": False, "train_time_budget_s": "x", "topk": [5]}
+    check_value_types(DEFAULTS, ok, ok)  # an int for a float default is a number; keys without one are free
+    with pytest.raises(ConfigValueError) as info:
+        check_value_types(DEFAULTS, {"epochs": "abc"}, {"epochs": "abc"})
+    assert str(info.value) == "epochs='abc': epochs must be a number (its default is 300); write e.g. --epochs=300"
+    with pytest.raises(ConfigValueError, match=r"reproducibility=1: reproducibility must be True or False"):
+        check_value_types(DEFAULTS, {"reproducibility": 1}, {"reproducibility": 1})
+    check_value_types(DEFAULTS, {}, {"epochs": "abc"})  # only what the user set is checked
+
+
+@pytest.fixture
+def no_preparation(monkeypatch):
+    """Fails the test if a dataset preparation starts (every check must come first)."""
+    def prepare(*args, **kwargs):
+        raise AssertionError("the dataset was prepared before the input was checked")
+
+    monkeypatch.setattr(runner, "resolve_dataset", prepare)
+
+
+def cli(capsys, *args):
+    rc = main(list(args))
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model=GRU4Rec", "--epochs=abc"], "error: epochs='abc': epochs must be a number (its default is 300)"),
+    (["--model=TIGER", "--sid_tokenizer=bogus"],
+     f"error: sid_tokenizer='bogus' is not a tokenizer; choose one of {', '.join(METHODS)} (e.g. --sid_tokenizer=rqvae)"),
+    (["--model=TIGER", "--topk=[5,50]"], "error: num_beams=20 < max(topk)=50: beam search ranks only num_beams items; "
+                                         "set --num_beams=50 or more, or a smaller topk"),
+    (["--model=STREAMRec", "--sid_tokenizer=external"], "error: sid_tokenizer=external needs the semantic-ID file"),
+    (["--model=TIGER", "--sid_tokenizer=external", "--sid_path=nope.index.json"], "error: sid_path: no such file "),
+    (["--model=GRU4Rec", "--config_files=missing.yaml"], "error: config file not found: "),
+])
+def test_bad_options_are_one_line_before_any_data(no_preparation, capsys, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    rc, err = cli(capsys, *args, "--dataset=instruments", f"--output_dir={tmp_path / 'out'}")
+    assert rc == 2 and err.startswith(message) and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_sid_file_is_named_before_any_data(no_preparation, capsys, tmp_path):
+    bad = tmp_path / "ids.index.json"
+    bad.write_text('{"i1": ["<a_1>", ')
+    rc, err = cli(capsys, "--model=TIGER", "--sid_tokenizer=external", f"--sid_path={bad}", "--dataset=instruments",
+                  f"--output_dir={tmp_path}")
+    assert rc == 2 and err.startswith(f"error: sid_path {bad} is not readable JSON (") and '{"item1": [' in err
+    bad.write_text(json.dumps([["<a_1>", "<b_2>"]]))
+    rc, err = cli(capsys, "--model=TIGER", "--sid_tokenizer=external", f"--sid_path={bad}", "--dataset=instruments",
+                  f"--output_dir={tmp_path}")
+    assert rc == 2 and err.startswith(f"error: sid_path {bad} holds a JSON list, not an object")
+
+
+def test_sid_file_for_other_items_is_one_line(tiny_dataset, capsys, tmp_path):
+    data_path, name = tiny_dataset
+    ids = tmp_path / "other.index.json"
+    ids.write_text(json.dumps({"not-an-item": ["<a_1>", "<b_2>"]}))
+    rc, err = cli(capsys, "--model=TIGER", f"--dataset={name}", f"--data_path={data_path}", "--sid_tokenizer=external",
+                  f"--sid_path={ids}", f"--output_dir={tmp_path / 'out'}", "--use_gpu=False")
+    last = err.strip().splitlines()[-1]  # after the run's own log lines
+    assert rc == 2 and last.startswith(f"error: {ids}: ") and "dataset items have no ID" in last and "Traceback" not in err
+
+
+def test_non_finite_loss_is_one_line_and_keeps_the_best_checkpoint(tiny_dataset, capsys, tmp_path):
+    data_path, name = tiny_dataset
+    args = [f"--{k}={v}" for k, v in TINY_GENERATIVE.items() if k != "epochs"]
+    rc, err = cli(capsys, "--model=TIGER", f"--dataset={name}", f"--data_path={data_path}", *args,
+                  f"--sid_cache_dir={tmp_path / 'sid'}", "--learning_rate=1e30", "--clip_grad_norm=None",
+                  "--weight_decay=0.0", "--epochs=3", f"--output_dir={tmp_path / 'out'}",
+                  "--run_id=nan")
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith("error: ") and "the best checkpoint so far" in last and "Traceback" not in err
+    assert not (tmp_path / "out" / "runs").exists()
