@@ -229,8 +229,10 @@ def test_grpo_step_moves_the_policy_not_the_reference(tiny_dataset, tmp_path):
     assert not any("reference" in k for k in model.state_dict())
     rl.reset_statistics()
     rl.loss(model, batch)  # second update on the same rollouts (rl_updates_per_batch = 2)
-    assert rl.statistics()["kl"] > 0  # now measured against the frozen reference
-    assert rl.statistics()["reward_total"] == stats["reward_total"]  # same rollouts, same rewards
+    second = rl.statistics()
+    assert second["kl"] > 0  # now measured against the frozen reference
+    assert abs(second["ratio"] - 1.0) > 1e-3 and second["clip_fraction"] > 0  # the ratio moved and the clip acts
+    assert second["reward_total"] == stats["reward_total"]  # same rollouts, same rewards
 
 
 def test_rollouts_and_advantages(tiny_dataset, tmp_path):
