@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from recbole_ext.progress import Progress
 from recbole_ext.sid.kmeans import kmeans as _kmeans
 
 logger = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict |
     n = x.shape[0]
     last: dict[str, float] = {}
     total_reset = 0
+    progress = Progress(cfg.epochs, "RQ-VAE epochs")
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen).to(cfg.device)
         totals = np.zeros(4)
@@ -253,6 +255,8 @@ def train_rqvae(embeddings: np.ndarray | torch.Tensor, cfg: RQVAEConfig | dict |
         total_reset += n_reset
         if cfg.log_every and (epoch % cfg.log_every == 0 or epoch == cfg.epochs - 1):
             logger.info("rqvae epoch %d: %s", epoch, {k: round(v, 5) for k, v in last.items()})
+        progress.tick()
+    progress.close()
     codes, recon = model.encode_codes(x)
     was_training = model.training
     model.eval()

@@ -27,8 +27,8 @@ import time
 
 import torch
 from recbole.data.dataloader import AbstractDataLoader
-from recbole.utils import set_color
 
+from recbole_ext.progress import track
 from recbole_ext.trainers.device_batches import device_batches_for
 from recbole_ext.trainers.lr_schedule import StepSchedule
 from recbole_ext.trainers.reporting import ReportingTrainer
@@ -193,11 +193,9 @@ class GenerativeTrainer(ReportingTrainer):
         return total_loss
 
     def _progress(self, train_data, epoch_idx, show_progress):
-        if not show_progress:
-            return train_data
-        from tqdm import tqdm
-
-        return tqdm(train_data, total=len(train_data), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+        """The epoch's batches with signs of life: a bar on a terminal (or with ``show_progress``),
+        else a log line every ~30 s (:mod:`recbole_ext.progress`)."""
+        return track(train_data, len(train_data), f"train epoch {epoch_idx}", bar=True if show_progress else None)
 
     def evaluate(self, eval_data, *args, **kwargs):
         self.model.reset_decode_stats()

@@ -15,6 +15,8 @@ from typing import Any
 
 from recbole.trainer import Trainer
 
+from recbole_ext.progress import Progress, ProgressLoader
+
 
 class RecordsExtras:
     """A model that adds facts to its run record (mix in and override ``record_extra``)."""
@@ -46,6 +48,7 @@ class ReportingTrainer(Trainer):
         self.epoch_seconds: list[float] = []
         self.last_eval_users: list[int] = []
         self.last_eval_struct = None
+        self._eval_progress: Progress | None = None
         evaluate_struct = self.evaluator.evaluate
 
         def keep_struct(struct):
@@ -61,16 +64,27 @@ class ReportingTrainer(Trainer):
         return loss
 
     def run_epoch(self, train_data, epoch_idx, *args, **kwargs):
-        """One training epoch (timed by ``_train_epoch``); subclasses override this, not ``_train_epoch``."""
-        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        """One training epoch (timed by ``_train_epoch``); subclasses override this, not ``_train_epoch``.
+        RecBole's loop sees the loader wrapped so that it logs progress (RecBole's own bar, when
+        ``show_progress`` asks for it, stays the only bar)."""
+        quiet = bool(kwargs.get("show_progress"))
+        loader = ProgressLoader(train_data, f"train epoch {epoch_idx}", bar=False if quiet else None)
+        return super()._train_epoch(loader, epoch_idx, *args, **kwargs)
 
     def evaluate(self, eval_data, *args, **kwargs):
         self.last_eval_users = []
-        return super().evaluate(eval_data, *args, **kwargs)
+        self._eval_progress = Progress(len(eval_data), "evaluate", bar=False if kwargs.get("show_progress") else None)
+        try:
+            return super().evaluate(eval_data, *args, **kwargs)
+        finally:
+            self._eval_progress.close()
+            self._eval_progress = None
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         self.last_eval_users.extend(int(u) for u in interaction[self.config["USER_ID_FIELD"]].tolist())
+        if self._eval_progress is not None:
+            self._eval_progress.tick()
         return interaction, scores, positive_u, positive_i
 
     # --- what the record gets --------------------------------------------------------------------
