@@ -65,8 +65,20 @@ def score_continuations(
 ) -> torch.Tensor:
     """log p(candidate | prefix, history) summed over the candidate's m tokens (full softmax):
     -> [B, G, C]. Each prefix is decoded once and forked into its C candidates (shared caches);
-    each token's log-probability is its logit minus the row's logsumexp (no [*, V] log-softmax)."""
+    each token's log-probability is its logit minus the row's logsumexp (no [*, V] log-softmax).
+    Rows of one user with the same prefix and candidates (a peaked policy samples the same
+    reasoning often) are scored once."""
     b, g, c, m = candidates.shape
+    if g > 1:
+        user = torch.arange(b, device=prefix.device).repeat_interleave(g)[:, None]  # [B*G, 1]
+        key = torch.cat([user, prefix.reshape(b * g, -1), candidates.reshape(b * g, -1)], dim=1)
+        unique, inverse = torch.unique(key, dim=0, return_inverse=True)  # [U, 1 + p + C*m], [B*G]
+        if unique.shape[0] <= 0.9 * b * g:  # else the per-row cross-attention cache costs more than it saves
+            p = prefix.shape[-1]
+            rows = unique[:, 0]  # [U] user of each distinct row
+            scores = score_continuations(t5, encoder_out[rows], encoder_mask[rows], bos,
+                                         unique[:, None, 1 : 1 + p], unique[:, None, 1 + p :].view(-1, 1, c, m))
+            return scores[:, 0][inverse].view(b, g, c)
     device = encoder_out.device
     dec = T5CachedDecoder(t5, encoder_out, encoder_mask, prefix.shape[-1] + m)
     logits = dec.step(torch.full((b, g), bos, dtype=torch.long, device=device), log_probs=False)

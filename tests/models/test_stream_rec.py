@@ -554,3 +554,37 @@ def test_stage_schedule_falls_back_per_key():
     assert StageSchedule.read(config, "rl_") == StageSchedule(1e-5, 5, 0, "constant", 30.0)
     assert StageSchedule.read(config, "pt_") == StageSchedule(1e-3, 5, 100, "inverse_sqrt", None)
     assert {"rl_train_time_budget_s", "train_time_budget_s", "learning_rate"} <= StageSchedule.keys("rl_")
+
+
+def test_scorer_scores_repeated_thoughts_once_with_the_same_result(tiny_dataset, tmp_path, monkeypatch):
+    """Rollouts of one user that share their thought are decoded once; scores equal the full pass."""
+    from recbole_ext.generation import sampling
+
+    model, train = build("STREAMRec", *tiny_dataset, tmp_path, reasoning_len=2)
+    model.eval()
+    s2s = model.seq2seq
+    batch = first(train)
+    ids, mask = model.history_tokens(batch)
+    enc, emask = s2s.encode_for_decoding(ids, mask)
+    b, g, c = ids.shape[0], 4, 3
+    gen = torch.Generator().manual_seed(0)
+    lo, hi = model.vocab.code_range()
+    two = torch.randint(lo, hi, (b, 2, 2), generator=gen)
+    think = two[:, [0, 1, 0, 0]]  # [B, G, 2]: rollouts 0, 2, 3 share a thought
+    cand = s2s.item_tokens[torch.randint(1, model.n_items, (b, 1, c), generator=gen)].expand(b, g, c, -1)
+    steps = []
+    real_step = sampling.T5CachedDecoder.step
+    monkeypatch.setattr(sampling.T5CachedDecoder, "step", lambda self, tok, **k: steps.append(tok.numel()) or
+                        real_step(self, tok, **k))
+    deduped = s2s.score_continuations(enc, emask, think, cand)  # [B, G, C]
+    decoded = sum(steps)
+    rows = [s2s.score_continuations(enc, emask, think[:, i : i + 1], cand[:, i : i + 1]) for i in range(g)]
+    assert torch.allclose(deduped, torch.cat(rows, dim=1), atol=1e-5)
+    assert torch.equal(deduped[:, 0], deduped[:, 2]) and torch.equal(deduped[:, 0], deduped[:, 3])
+    steps.clear()
+    monkeypatch.setattr(torch, "unique", lambda x, **k: (x, torch.arange(x.shape[0])))  # no duplicates seen
+    s2s.score_continuations(enc, emask, think, cand)
+    distinct = len({(u, *think[u, i].tolist()) for u in range(b) for i in range(g)})  # ~2 per user
+    m = model.m
+    assert decoded == distinct * (1 + 2) + distinct * c * (m - 1)  # bos + 2 thought steps, then C candidates
+    assert sum(steps) == b * g * (1 + 2) + b * g * c * (m - 1)  # without deduplication: every rollout
