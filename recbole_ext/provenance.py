@@ -143,3 +143,16 @@ def run_provenance(argv: list[str] | None = None, git: dict[str, Any] | None = N
         "executable": sys.executable,
         "git": git_state() if git is None else git,
     }
+
+
+def output_header(argv: list[str] | None = None) -> list[str]:
+    """First lines of a benchmark's printed output: the command, the commit (and diff hash when the
+    tree is dirty) and the versions that shape the numbers, each line starting with ``#``."""
+    git = git_state()
+    prov = run_provenance(argv, git)
+    commit = f"{git.get('commit') or 'unknown'}" + (f" dirty (diff sha256 {git.get('diff_sha256')})"
+                                                     if git.get("dirty") else "")
+    lib = versions(git)
+    shown = ", ".join(f"{k} {v}" for k, v in lib.items() if v and k not in ("git_commit", "gpus"))
+    return [f"# command: {' '.join(prov['argv'])}", f"# cwd: {prov['cwd']}", f"# commit: {commit}",
+            f"# versions: {shown}"]

@@ -13,6 +13,7 @@ shape (e.g. a trained TIGER backbone); with random weights the decoding work is 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -35,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4, help="encoder and decoder layers each")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=1, help="timed batches for our search")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of each search (both sides alike)")
     p.add_argument("--skip-generate", action="store_true", help="time only our search")
     p.add_argument("--state-dict", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -78,6 +79,9 @@ def main() -> None:
 
     # ours (warm-up on a few users first), with and without encoder length buckets
     t5_beam_search(model, ids[:4], mask[:4], trie, vocab, args.beam)
+    from recbole_ext.provenance import output_header
+
+    print("\n".join(output_header()))
     print(
         f"device={args.device} threads={args.threads} batch={args.batch} beam={args.beam} items={args.items} "
         f"d_model={args.d_model} layers={args.layers}+{args.layers} encoder_tokens={ids.shape[1]} "
@@ -100,7 +104,8 @@ def main() -> None:
                 enc_times.append(t1 - t0)
         ms, enc_ms = 1000 * min(times) / args.batch, 1000 * min(enc_times) / args.batch
         results[buckets] = (ms, ours)
-        print(f"ours (encoder buckets={buckets}): {ms:8.2f} ms/user  (encoder {enc_ms:.2f}, decoding "
+        print(f"ours (encoder buckets={buckets}): {ms:8.2f} ms/user best of {len(times)}, "
+              f"{1000 * statistics.median(times) / args.batch:.2f} median  (encoder {enc_ms:.2f}, decoding "
               f"{ms - enc_ms:.2f}); invalid beams {int(n_invalid)}")
     ours_ms, ours = results[args.buckets]
     if not torch.equal(results[1][1].items, ours.items):
@@ -124,13 +129,16 @@ def main() -> None:
         eos_token_id=vocab.eos, prefix_allowed_tokens_fn=prefix_fn, return_dict_in_generate=True,
         output_scores=True,
     )
+    hf_times = []
     with torch.no_grad():
-        model.generate(input_ids=ids[:2], attention_mask=mask[:2], **gen_kwargs)  # warm-up
-        sync(args.device)
-        t0 = time.perf_counter()
-        hf = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
-        sync(args.device)
-        hf_ms = 1000 * (time.perf_counter() - t0) / args.batch
+        model.generate(input_ids=ids[:2], attention_mask=mask[:2], **gen_kwargs)  # warm-up, as ours
+        for _ in range(args.repeats):  # the same repeats and statistic as ours
+            sync(args.device)
+            t0 = time.perf_counter()
+            hf = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
+            sync(args.device)
+            hf_times.append(time.perf_counter() - t0)
+    hf_ms = 1000 * min(hf_times) / args.batch
     seqs = hf.sequences[:, 1 : 1 + vocab.n_levels].reshape(args.batch, args.beam, -1)  # [B, K, m]
     hf_items = trie.lookup(vocab.decode(seqs.to(args.device)))  # [B, K]
     hf_scores = hf.sequences_scores.reshape(args.batch, args.beam) * vocab.n_levels  # length-normalised
@@ -152,7 +160,9 @@ def main() -> None:
     n_bad = int(bad.sum())
     assert n_bad == 0, f"top-{args.beam} lists differ beyond float near-ties for {n_bad} users"
     max_diff = float((hf_scores - ours.scores)[ties].abs().max()) if bool(ties.any()) else float("nan")
-    print(f"generate: {hf_ms:8.2f} ms/user  (prefix_allowed_tokens_fn, num_beams={args.beam})")
+    print(f"generate: {hf_ms:8.2f} ms/user best of {len(hf_times)}, "
+          f"{1000 * statistics.median(hf_times) / args.batch:.2f} median  (prefix_allowed_tokens_fn, "
+          f"num_beams={args.beam})")
     print(
         f"speed-up: {hf_ms / ours_ms:.1f}x ({hf_ms / results[1][0]:.1f}x without buckets); identical top-{args.beam} "
         f"lists for {args.batch - n_diff}/{args.batch} users ({n_diff - n_better} differ only by float near-ties, "

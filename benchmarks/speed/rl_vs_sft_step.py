@@ -79,6 +79,9 @@ def main() -> None:
     sft = time_stage(trainer, stages["sft"], model, batches, args.repeats)
     rl = time_stage(trainer, stages["rl"], model, batches, args.repeats)
     g, updates, negatives = config["rl_group_size"], config["rl_updates_per_batch"], config["rl_hard_negatives"]
+    from recbole_ext.provenance import output_header
+
+    print("\n".join(output_header()))
     print(f"dataset {args.dataset}, batch {config['train_batch_size']}, l={config['reasoning_len']}, "
           f"G={g}, updates per rollout batch {updates}, hard negatives {negatives}, {args.threads} thread(s)")
     print(f"SFT step   {1000 * sft:9.1f} ms/batch")

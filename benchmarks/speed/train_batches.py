@@ -77,6 +77,9 @@ def main() -> None:
         best["device"] = min(best["device"], s)
     assert n == n_dev, (n, n_dev)
     ms = {k: 1000 * v / n for k, v in best.items()}
+    from recbole_ext.provenance import output_header
+
+    print("\n".join(output_header()))
     print(f"dataset={args.dataset} rows={resident.n} batch={args.batch} batches={n} device={device} "
           f"threads={args.threads} (best of {args.repeats} epochs)")
     print(f"RecBole loader + .to(device): {ms['recbole']:8.3f} ms/batch")

@@ -90,3 +90,13 @@ def test_run_provenance_keeps_the_command_and_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = run_provenance(["run_benchmark.py", "--model=SASRec"], git={"commit": "c"})
     assert p["argv"] == ["run_benchmark.py", "--model=SASRec"] and p["cwd"] == str(tmp_path) and p["git"] == {"commit": "c"}
+
+
+def test_benchmark_output_header_names_command_commit_and_versions():
+    from recbole_ext.provenance import git_state, output_header
+
+    lines = output_header(["bench.py", "--batch", "8"])
+    assert lines[0] == "# command: bench.py --batch 8" and lines[1].startswith("# cwd: ")
+    commit = git_state().get("commit") or "unknown"
+    assert lines[2].startswith(f"# commit: {commit}")
+    assert lines[3].startswith("# versions: python ") and " torch " in lines[3]
