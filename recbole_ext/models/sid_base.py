@@ -198,7 +198,7 @@ class SIDGenerativeRecommender(RecordsExtras, SequentialRecommender):
             ids, mask = self.history_tokens(interaction)
             thoughts = self.seq2seq.beam_search(ids, mask, self.num_beams, free_steps=self.free_steps,
                                                 item_levels=False).tokens[:, 0]  # [B, free_steps]
-            out = self.generate(interaction, prefix=thoughts)
+            out = self.seq2seq.beam_search(ids, mask, self.num_beams, prefix=thoughts, constrain=self.constrained)
         else:
             out = self.generate(interaction, free_steps=self.free_steps)
         scores, n_invalid = beams_to_scores(out.items, self.n_items)

@@ -98,7 +98,8 @@ class StagedTrainer(GenerativeTrainer):
         super().__init__(config, model)
         if not callable(getattr(type(model), "build_stages", None)):
             raise TypeError(f"{type(model).__name__} declares no stages (build_stages); train it with GenerativeTrainer")
-        self.stages = select_stages(model.build_stages(config), config["stages"])
+        self.all_stages = model.build_stages(config)  # every stage: their keys define the data key
+        self.stages = select_stages(self.all_stages, config["stages"])
         settings = read_config(StagedSettings, config)
         root = settings.stage_cache_dir
         if not root:
@@ -114,7 +115,7 @@ class StagedTrainer(GenerativeTrainer):
     # --- keys ----------------------------------------------------------------------------------
     def data_key(self) -> str:
         """Dataset, split, semantic IDs and every config key no stage claims, hashed."""
-        claimed = set().union(*(s.claimed_keys() for s in self.model.build_stages(self.config)))
+        claimed = set().union(*(s.claimed_keys() for s in self.all_stages))
         cfg = self.config.final_config_dict
         shared = {k: v for k, v in cfg.items() if k not in claimed and k not in NOT_TRAINING_KEYS}
         h = hashlib.sha256()
