@@ -233,5 +233,7 @@ register("TIGER", "recbole_ext.models.tiger:TIGER", "recbole_ext.trainers.genera
          group="generative", family="sid_generative")
 register("STREAMRec", "recbole_ext.models.stream_rec:STREAMRec", "recbole_ext.trainers.staged:StagedTrainer",
          group="reasoning", family="sid_generative")
+register("LASAR", "recbole_ext.models.lasar:LASAR", "recbole_ext.trainers.staged:StagedTrainer",
+         group="reasoning", family="sid_generative")
 register("ReaRec", "recbole_ext.models.rearec:ReaRec", group="reasoning")
 register("SASRecBCE", "recbole_ext.models.sasrec_bce:SASRecBCE", group="traditional")

@@ -29,14 +29,17 @@ def sample_sequences(
     temperature: float = 1.0,
     constrained: bool = True,
     free_range: tuple[int, int] | None = None,
+    step_decoder=None,
 ) -> torch.Tensor:
     """G sampled sequences per user [B, G, free_steps + m]: ``free_steps`` tokens from
     ``free_range`` (default: every code token), then the item's m tokens, level d from its codes
     and, when ``constrained``, only along valid trie paths. Each token is drawn from the softmax
-    of the restricted log-probabilities divided by ``temperature``."""
+    of the restricted log-probabilities divided by ``temperature``. ``step_decoder``: decode with
+    it instead of a fresh decoder from bos (e.g. a
+    :class:`~recbole_ext.generation.latent.PrefixedDecoder` after a latent prefix)."""
     b, device = encoder_out.shape[0], encoder_out.device
     length = free_steps + vocab.n_levels
-    dec = T5CachedDecoder(t5, encoder_out, encoder_mask, length)
+    dec = step_decoder if step_decoder is not None else T5CachedDecoder(t5, encoder_out, encoder_mask, length)
     allowed = position_mask(vocab, free_steps, device, free_range)  # [T, V]
     node = torch.zeros(b, group, dtype=torch.long, device=device)  # trie root
     cur = torch.full((b, group), vocab.bos, dtype=torch.long, device=device)

@@ -48,7 +48,7 @@ def encode(
     right-padded sequences; cross-attention has no positions). L' is the longest history. One
     host synchronisation per call (the lengths), none per decoding step.
     """
-    b, l = input_ids.shape
+    b, _l = input_ids.shape
     if n_buckets <= 1:
         return model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
     mask = attention_mask.bool()
@@ -118,17 +118,35 @@ class T5CachedDecoder:
         self.t = 0
         self.k = 1
         self.last_hidden: torch.Tensor | None = None  # [B, k, D] after the last step
+        #: additive self-attention key mask [B*k, 1, 1, t] once a padding position was fed (None before)
+        self.key_bias: torch.Tensor | None = None
 
     def step(self, tokens: torch.Tensor, log_probs: bool = True) -> torch.Tensor:
         """Feed tokens [B, k] at position t; return log-probabilities [B, k, V] for position t+1
         (``log_probs=False``: the raw logits, float32, for callers that need a few of them)."""
-        b, k = tokens.shape
+        return self.step_embeds(self.model.decoder.embed_tokens(tokens), log_probs=log_probs)
+
+    def step_embeds(self, h: torch.Tensor, real: torch.Tensor | None = None, log_probs: bool = True) -> torch.Tensor:
+        """Feed input embeddings [B, k, D] at position t (a token's embedding, or a continuous state
+        such as a latent reasoning step); as :meth:`step` otherwise.
+
+        ``real`` [B, k] (bool): False marks a padding position that no position attends to, for rows
+        whose prefixes differ in length: left-padded, a row's real positions keep their relative
+        distances, so with T5's relative position bias its outputs equal an unpadded decoding."""
+        b, k, _ = h.shape
         if self.self_kv is not None and k != self.k:
             raise ValueError(f"step got {k} beams, cache holds {self.k}")
         self.k = k
         t = self.t
-        h = self.model.decoder.embed_tokens(tokens)  # [B, k, D]
         bias = self.pos_bias[:, :, t : t + 1, : t + 1]  # [1, H, 1, t+1]
+        if real is not None or self.key_bias is not None:
+            col = torch.zeros(b * k, 1, 1, 1, dtype=bias.dtype, device=h.device)
+            if real is not None:
+                col = col.masked_fill(~real.reshape(b * k, 1, 1, 1), torch.finfo(bias.dtype).min)
+            if self.key_bias is None:
+                self.key_bias = col.new_zeros(b * k, 1, 1, t)
+            self.key_bias = torch.cat([self.key_bias, col], dim=-1)  # [Bk, 1, 1, t+1]
+            bias = bias + self.key_bias  # [Bk, H, 1, t+1]
         new_cache = []
         for i, blk in enumerate(self.blocks):
             sa = blk.layer[0].SelfAttention
@@ -168,4 +186,6 @@ class T5CachedDecoder:
             self.self_kv = [(kk.index_select(0, flat), vv.index_select(0, flat)) for kk, vv in self.self_kv]
         if self.last_hidden is not None:
             self.last_hidden = self.last_hidden.reshape(b * self.k, -1).index_select(0, flat).view(b, kn, -1)
+        if self.key_bias is not None:
+            self.key_bias = self.key_bias.index_select(0, flat)
         self.k = kn

@@ -146,7 +146,7 @@ class SIDGenerativeRecommender(RecordsExtras, SequentialRecommender):
         if self.num_beams < max(config["topk"]):
             raise ValueError(f"num_beams={self.num_beams} < max(topk)={max(config['topk'])}: too few ranked items")
         self.constrained = bool(config["constrained_decoding"])
-        vocab = self.sids.vocab(n_extra=self.extra_vocab_size(config))
+        vocab = self.sids.vocab(n_extra=self.extra_vocab_size(config, dataset))
         self.target_eos = bool(config["target_eos"])
         if self.target_eos and not self.supports_target_eos:
             raise ValueError(f"target_eos is not supported by {type(self).__name__} (its losses score the m target "
@@ -159,8 +159,8 @@ class SIDGenerativeRecommender(RecordsExtras, SequentialRecommender):
         self.reasoning_decode = "joint"
         self.reset_decode_stats()
 
-    def extra_vocab_size(self, config) -> int:
-        """Tokens beyond the codes (e.g. a text vocabulary); 0 for TIGER."""
+    def extra_vocab_size(self, config, dataset) -> int:
+        """Tokens beyond the codes (e.g. a text vocabulary learned from ``dataset``'s item text); 0 for TIGER."""
         return 0
 
     # --- inputs ----------------------------------------------------------------------------------

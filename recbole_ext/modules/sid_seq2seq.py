@@ -92,11 +92,12 @@ class SIDSeq2Seq(nn.Module):
         return (t5 or self.t5).encoder(input_ids=ids, attention_mask=mask).last_hidden_state
 
     def decode(self, enc: Tensor, mask: Tensor, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
-               decoder=None) -> Tensor:
+               decoder=None, self_mask: Tensor | None = None) -> Tensor:
         """Decoder states [B, T, D] after the final norm, from token ids [B, T] or embeddings
-        [B, T, D]; ``decoder``: another stack over the same encoder (default: the T5's)."""
+        [B, T, D]; ``decoder``: another stack over the same encoder (default: the T5's);
+        ``self_mask`` [B, T] (1 = real): left padding of rows whose prefixes differ in length."""
         return (decoder or self.t5.decoder)(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=enc,
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=self_mask, encoder_hidden_states=enc,
             encoder_attention_mask=mask, use_cache=False).last_hidden_state
 
     def logits(self, hidden: Tensor, t5=None) -> Tensor:

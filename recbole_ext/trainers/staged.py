@@ -116,6 +116,8 @@ class StagedTrainer(GenerativeTrainer):
     def data_key(self) -> str:
         """Dataset, split, semantic IDs and every config key no stage claims, hashed."""
         claimed = set().union(*(s.claimed_keys() for s in self.all_stages))
+        # keys that only change how the test set is decoded (validation, hence training, ignores them)
+        claimed |= set(getattr(type(self.model), "TEST_ONLY_KEYS", ()))
         cfg = self.config.final_config_dict
         shared = {k: v for k, v in cfg.items() if k not in claimed and k not in NOT_TRAINING_KEYS}
         h = hashlib.sha256()
@@ -233,14 +235,19 @@ class StagedTrainer(GenerativeTrainer):
             return super().evaluate(eval_data, load_best_model=load_best_model, model_file=model_file,
                                     show_progress=show_progress)
         result = None
-        for run in self.stage_runs:
-            self.model.load_state_dict(run.state)
-            self.model.free_steps = run.stage.decode_free_steps(self.model)
-            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-            run.test = metric_values(result)
-            run.per_user = self.per_user()
-            run.extra.update(self.model.record_extra())
-            logger.info("stage %s test: %s", run.stage.name, run.test)
+        # a model may decode its test set differently from validation (LASAR's test_decoding)
+        self.model.evaluating_test = True
+        try:
+            for run in self.stage_runs:
+                self.model.load_state_dict(run.state)
+                self.model.free_steps = run.stage.decode_free_steps(self.model)
+                result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+                run.test = metric_values(result)
+                run.per_user = self.per_user()
+                run.extra.update(self.model.record_extra())
+                logger.info("stage %s test: %s", run.stage.name, run.test)
+        finally:
+            self.model.evaluating_test = False
         return result
 
     def record_extra(self) -> dict:
