@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -30,7 +29,7 @@ from torch import Tensor
 
 from recbole_ext.rl.grpo import group_advantages, grpo_loss
 from recbole_ext.rl.rewards import combine_rewards
-from recbole_ext.trainers.stages import Stage, StageSchedule, config_key
+from recbole_ext.trainers.stages import CappedRepeatedBatches, Stage, StageSchedule, config_key
 
 
 @dataclass(frozen=True)
@@ -105,22 +104,6 @@ class GRPOModel(Protocol):
     def history_tokens(self, interaction) -> tuple[Tensor, Tensor]: ...
 
     def grpo_rewards(self, interaction, rollouts: Rollouts) -> RewardSet: ...
-
-
-class CappedRepeatedBatches:
-    """The first ``limit`` batches of ``data`` (all when None), each ``times`` times in a row."""
-
-    def __init__(self, data, times: int = 1, limit: int | None = None):
-        self.data, self.times, self.limit = data, times, limit
-
-    def __iter__(self):
-        for batch in itertools.islice(self.data, self.limit):
-            for _ in range(self.times):
-                yield batch
-
-    def __len__(self) -> int:
-        n = len(self.data) if self.limit is None else min(self.limit, len(self.data))
-        return n * self.times
 
 
 class GRPOStage(Stage):

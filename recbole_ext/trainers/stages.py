@@ -23,6 +23,7 @@ reads, which the trainer leaves out of the data key shared by all stages.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import typing
 from collections.abc import Iterable
 from typing import Any
@@ -83,8 +84,10 @@ class StageSchedule:
     warmup_steps: int
     lr_decay: str
     train_time_budget_s: float | None
+    #: batches per epoch (a shuffled epoch's first ones; ``<stage>_max_batches`` only); None = all
+    max_batches: int | None = None
 
-    KEYS = ("learning_rate", "epochs", "warmup_steps", "lr_decay", "train_time_budget_s")
+    KEYS = ("learning_rate", "epochs", "warmup_steps", "lr_decay", "train_time_budget_s", "max_batches")
 
     @classmethod
     def read(cls, config: Any, prefix: str) -> StageSchedule:
@@ -93,12 +96,32 @@ class StageSchedule:
             return config[key] if own is None else own
 
         budget = pick("train_time_budget_s")
+        cap = config[prefix + "max_batches"] if prefix + "max_batches" in _keys(config) else None
+        if cap is not None and int(cap) < 1:
+            raise ValueError(f"{prefix}max_batches must be >= 1 or ~ (all batches), got {cap!r}")
         return cls(float(pick("learning_rate")), int(pick("epochs")), int(pick("warmup_steps") or 0),
-                   str(pick("lr_decay") or "constant"), None if budget is None else float(budget))
+                   str(pick("lr_decay") or "constant"), None if budget is None else float(budget),
+                   None if cap is None else int(cap))
 
     @staticmethod
     def keys(prefix: str) -> set[str]:
         return {k for base in StageSchedule.KEYS for k in (base, prefix + base)}
+
+
+class CappedRepeatedBatches:
+    """The first ``limit`` batches of ``data`` (all when None), each ``times`` times in a row."""
+
+    def __init__(self, data, times: int = 1, limit: int | None = None):
+        self.data, self.times, self.limit = data, times, limit
+
+    def __iter__(self):
+        for batch in itertools.islice(self.data, self.limit):
+            for _ in range(self.times):
+                yield batch
+
+    def __len__(self) -> int:
+        n = len(self.data) if self.limit is None else min(self.limit, len(self.data))
+        return n * self.times
 
 
 class Stage:
@@ -118,8 +141,12 @@ class Stage:
 
     # --- what defines the stage ------------------------------------------------------------------
     def key_config(self) -> dict:
-        """Everything that defines what this stage trains (hashed into its cache key)."""
-        return {"config": dataclasses.asdict(self.config), "schedule": dataclasses.asdict(self.schedule)}
+        """Everything that defines what this stage trains (hashed into its cache key); a schedule
+        field added later (``max_batches``) enters only when set, so existing keys stay valid."""
+        schedule = dataclasses.asdict(self.schedule)
+        if schedule["max_batches"] is None:
+            del schedule["max_batches"]
+        return {"config": dataclasses.asdict(self.config), "schedule": schedule}
 
     def claimed_keys(self) -> set[str]:
         """Config keys this stage reads (left out of the data key shared by all stages)."""
@@ -134,7 +161,10 @@ class Stage:
         """Before each training epoch, with RecBole's training loader (e.g. relabel the samples)."""
 
     def batches(self, train_data, epoch: int):
-        """The batches of one training epoch (``train_data`` may already be device-resident)."""
+        """The batches of one training epoch (``train_data`` may already be device-resident), the
+        first ``<stage>_max_batches`` of them when that is set."""
+        if self.schedule.max_batches is not None:
+            return CappedRepeatedBatches(train_data, 1, self.schedule.max_batches)
         return train_data
 
     def loss(self, model, interaction) -> torch.Tensor:

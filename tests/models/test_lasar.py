@@ -151,7 +151,7 @@ def test_cot_anchors_are_the_states_at_sentence_ends(text_dataset, tmp_path):
             alone = s2s.decode(enc[row : row + 1], mask[row : row + 1], input_ids=seq[None, :-1])[0]
             for j in range(int(n[row])):
                 torch.testing.assert_close(anchors[row, j], alone[1 + ends[row, j]], atol=1e-4, rtol=1e-4)
-            sep = model.text_vocab.sep_id + model.vocab.extra_offset
+            sep = model.text.vocab.sep_id + model.vocab.extra_offset
             assert cot[row, ends[row, : n[row]]].eq(sep).all()
 
 
@@ -173,7 +173,7 @@ def test_grounding_tasks(text_dataset, tmp_path):
     assert set(terms) == {"rec", "title_to_sid", "sid_to_title"} and torch.isfinite(loss)
     token = train._dataset.field2id_token["item_id"][5]  # "i<N>", titled "Widget model <N> steel"
     ids = model.title_tokens[5]
-    title = model.text_vocab.decode((ids[ids > 0] - model.vocab.extra_offset).tolist())
+    title = model.text.vocab.decode((ids[ids > 0] - model.vocab.extra_offset).tolist())
     assert title == f"widget model {token[1:]} steel"
 
 
@@ -234,3 +234,21 @@ def test_calculate_loss_points_at_the_staged_trainer(text_dataset, tmp_path):
     _, model, (train, _, _) = build(*text_dataset, tmp_path)
     with pytest.raises(TypeError, match="StagedTrainer"):
         model.calculate_loss(first(train))
+
+
+def test_stage_max_batches_caps_an_epoch_and_enters_the_key_only_when_set():
+    from recbole_ext.models.lasar.stages import GroundConfig
+    from recbole_ext.trainers.stages import Stage, StageSchedule
+
+    typed = GroundConfig(1.0, 1.0, 1.0, 0.25)
+    config = {"learning_rate": 1e-3, "epochs": 2, "warmup_steps": 0, "lr_decay": "constant",
+              "train_time_budget_s": None, "reason_max_batches": 3}
+    capped = StageSchedule.read(config, "reason_")
+    assert capped.max_batches == 3 and StageSchedule.read(config, "ground_").max_batches is None
+    stage = Stage(typed, capped)
+    assert list(stage.batches(range(10), 0)) == [0, 1, 2] and len(stage.batches(range(10), 0)) == 3
+    assert list(Stage(typed, StageSchedule.read(config, "ground_")).batches(range(4), 0)) == [0, 1, 2, 3]
+    assert "max_batches" in Stage(typed, capped).key_config()["schedule"]
+    assert "max_batches" not in Stage(typed, StageSchedule.read(config, "ground_")).key_config()["schedule"]
+    with pytest.raises(ValueError, match="reason_max_batches must be >= 1"):
+        StageSchedule.read({**config, "reason_max_batches": 0}, "reason_")

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recbole_ext.models.item_text import greedy_text_prefix, text_then_sid_pass
 from recbole_ext.models.lasar.stages import (
     GroundConfig,
     GroundStage,
@@ -69,9 +69,12 @@ class LASAR(SIDGenerativeRecommender):
 
     def extra_vocab_size(self, config, dataset) -> int:
         """Train (or load) the text vocabulary and the rationale generator; their size."""
+        from recbole_ext.models.item_text import ItemText, TextSettings
+
         self.settings = read_config(LASARSettings, config)
-        self._build_text(config, dataset)
-        return self.text_vocab.size
+        self.text = ItemText(config, dataset, read_config(TextSettings, config), self.ITEM_SEQ, self.ITEM_SEQ_LEN,
+                             self.ITEM_ID)
+        return self.text.size
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # the T5 first: the same initial weights as TIGER for a seed
@@ -87,47 +90,11 @@ class LASAR(SIDGenerativeRecommender):
             self.step_embedding = nn.Embedding(max(1, s.max_depth), d)  # e_j, row j-1 for step j
             nn.init.normal_(self.step_embedding.weight, std=0.02)
             self.policy_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, s.max_depth + 1))
-        from recbole_ext.text_vocab import encode_padded
-
-        titles = [f.title for f in self.facts]
-        self.register_buffer("title_tokens", encode_padded(self.text_vocab, titles, s.title_tokens,
-                                                           self.vocab.extra_offset, self.vocab.pad),
+        self.register_buffer("title_tokens", self.text.titles(self.vocab.extra_offset, self.vocab.pad),
                              persistent=False)  # [n_items, T_title]
         self.reasoning_decode = "joint"
         self.evaluating_test = False  # set by the StagedTrainer while it tests
         self._reference = None
-
-    def _build_text(self, config, dataset) -> None:
-        """Item facts, training transitions, rationale builder and the text vocabulary."""
-        from recbole_ext.cooccurrence import TransitionStats
-        from recbole_ext.data import default_cache_dir
-        from recbole_ext.data.catalog import CATALOG
-        from recbole_ext.rationale import EMPTY_FACTS, TEMPLATE_TEXTS, RationaleBuilder, item_facts
-        from recbole_ext.text_vocab import train_text_vocab
-
-        name = str(config["dataset"])
-        id2token = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
-        item_file = os.path.join(config["data_path"], f"{name}.item")
-        spec = CATALOG.get(name)
-        if os.path.exists(item_file):
-            self.facts = item_facts(item_file, id2token, spec.text_kind if spec else "amazon")
-        else:
-            logger.warning("%s has no item file (%s): LASAR's rationales and titles will carry no item text",
-                           name, item_file)
-            self.facts = [EMPTY_FACTS] * len(id2token)
-        feat = dataset.inter_feat  # the training split: the model is built on it
-        seq, length = feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN]
-        self.transitions = TransitionStats.from_rows(seq, length, feat[self.ITEM_ID], self.n_items)
-        # leave_one_out: a sample's co-occurrence count leaves out its own transition, as a test sample's would
-        self.rationales = RationaleBuilder(self.facts, self.transitions, self.settings.rationale_sentences,
-                                           leave_one_out=True)
-        # corpus: every item's text, and the templates' own words and digits
-        corpus = [" ".join(x for x in (f.title, f.category, f.brand, f.year) if x) for f in self.facts[1:]]
-        corpus += list(TEMPLATE_TEXTS)
-        cache = default_cache_dir() / "text_vocab" / name
-        self.text_vocab = train_text_vocab(corpus, self.settings.text_vocab_size, self.settings.text_min_frequency,
-                                           cache)
-        logger.info("LASAR text vocabulary: %d tokens (cache %s)", self.text_vocab.size, cache)
 
     def build_stages(self, config) -> list[Stage]:
         from recbole_ext.models.lasar.rl import LASARRLStage
@@ -201,41 +168,13 @@ class LASAR(SIDGenerativeRecommender):
 
     def rationale_tokens(self, interaction) -> tuple[Tensor, Tensor, Tensor]:
         """The training sample's CoT: tokens [B, T] (right-padded), sentence ends [B, S], n [B]."""
-        from recbole_ext.rationale import encode_rationales
-
-        seq, length, target = (interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
-                               interaction[self.POS_ITEM_ID])
-        sentences = self.rationales.batch(seq.cpu(), length.cpu(), target.cpu())
-        s = self.settings
-        tokens, ends, n = encode_rationales(self.text_vocab, sentences, s.sentence_tokens, self.vocab.extra_offset,
-                                            self.vocab.pad, s.rationale_sentences)
-        device = seq.device
-        return tokens.to(device), ends.to(device), n.to(device)
+        return self.text.rationale_tokens(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
+                                          interaction[self.POS_ITEM_ID], self.vocab.extra_offset, self.vocab.pad)
 
     def cot_pass(self, enc: Tensor, mask: Tensor, cot: Tensor, ends: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced ``[bos, CoT, SID]`` after the history (left-padded per row) -> (mean token
-        CE of the CoT and SID tokens, anchors [B, S, D]: the decoder outputs at each sentence's end,
-        detached; rows of absent sentences are zero)."""
-        pad, bos = self.vocab.pad, self.vocab.bos
-        b, tc = cot.shape
-        m = target.shape[1]
-        n = (cot != pad).sum(dim=1)  # [B] CoT length
-        compact = cot.new_full((b, 1 + tc + m), pad)  # [bos, cot_b, sid, pad...]
-        compact[:, 0] = bos
-        compact[:, 1 : 1 + tc] = cot
-        compact = compact.scatter(1, 1 + n[:, None] + torch.arange(m, device=cot.device)[None], target)
-        shift = tc - n  # [B] left padding of each row
-        pos = torch.arange(1 + tc + m, device=cot.device)[None, :] - shift[:, None]  # [B, 1+T+m]
-        seq = torch.where(pos >= 0, compact.gather(1, pos.clamp(min=0)), torch.full_like(compact, pad))
-        inputs, labels = seq[:, :-1], seq[:, 1:]  # [B, T+m] each
-        hidden = self.seq2seq.decode(enc, mask, input_ids=inputs, self_mask=(inputs != pad).long())
-        logits = self.seq2seq.logits(hidden)  # [B, T+m, V]
-        ignore = (labels == pad) | (labels == bos)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                               labels.masked_fill(ignore, -100).reshape(-1), ignore_index=-100)
-        at = (1 + ends + shift[:, None]).clamp(min=0)  # [B, S] input position of each sentence's [SEP]
-        anchors = hidden.detach().gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, S, D]
-        return loss, anchors * (ends >= 0)[..., None]
+        """Teacher-forced ``[bos, CoT, SID]`` -> (its mean token CE, the anchors [B, S, D]: decoder
+        outputs at each sentence's end, detached)."""
+        return text_then_sid_pass(self.seq2seq, enc, mask, cot, ends, target)
 
     # --- stage 1 -------------------------------------------------------------------------------
     def grounding_loss(self, interaction, cfg: GroundConfig) -> tuple[Tensor, dict[str, Tensor]]:
@@ -324,7 +263,7 @@ class LASAR(SIDGenerativeRecommender):
         mode = self.settings.test_decoding if self.evaluating_test else "latent"
         self.decode_mode = mode
         if mode == "explicit":
-            tokens, real = self.explicit_prefix(enc, dmask)  # [B, P]
+            tokens, real = greedy_text_prefix(s2s, enc, dmask, self.settings.explicit_max_tokens)  # [B, P]
             self.cot_tokens += int(real.sum()) - tokens.shape[0]  # generated text tokens (bos excluded)
             dec = T5CachedDecoder(t5, enc, dmask, tokens.shape[1] + self.m)
 
@@ -342,37 +281,6 @@ class LASAR(SIDGenerativeRecommender):
         return beam_search(PrefixedDecoder(dec, first), s2s.trie(enc.device), self.vocab, enc.shape[0],
                            self.num_beams, enc.device, constrain=self.constrained)
 
-    def explicit_prefix(self, enc: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Greedy CoT text after the history (text tokens only) until the model prefers a first SID
-        token, at most ``explicit_max_tokens`` -> left-padded ``[bos, text]`` [B, P] and its mask."""
-        from recbole_ext.generation.t5_decoder import T5CachedDecoder
-
-        v, pad = self.vocab, self.vocab.pad
-        b, limit = enc.shape[0], self.settings.explicit_max_tokens
-        dec = T5CachedDecoder(self.seq2seq.t5, enc, mask, limit + 1)
-        lo0, hi0 = v.level_range(0)
-        allowed = torch.full((v.vocab_size,), float("-inf"), device=enc.device)
-        allowed[v.extra_offset :] = 0.0  # text tokens
-        allowed[lo0:hi0] = 0.0  # or the first SID token: the CoT ends
-        cur = torch.full((b, 1), v.bos, dtype=torch.long, device=enc.device)
-        done = torch.zeros(b, dtype=torch.bool, device=enc.device)
-        out = []
-        for _ in range(limit):
-            nxt = (dec.step(cur, log_probs=False)[:, 0] + allowed).argmax(dim=-1)  # [B]
-            done = done | (nxt < v.extra_offset)
-            out.append(torch.where(done, torch.full_like(nxt, pad), nxt))
-            if bool(done.all()):
-                break
-            cur = nxt[:, None]
-        text = torch.stack(out, dim=1) if out else cur.new_zeros(b, 0)  # [B, P-1], pad after the end
-        n = (text != pad).sum(dim=1)  # [B]
-        width = text.shape[1]
-        seq = torch.cat([cur.new_full((b, 1), v.bos), text], dim=1)  # [B, P] right-padded
-        pos = torch.arange(width + 1, device=enc.device)[None, :] - (width - n)[:, None]
-        left = torch.where(pos >= 0, seq.gather(1, pos.clamp(min=0)), torch.full_like(seq, pad))
-        real = pos >= 0
-        return left, real
-
     def record_extra(self) -> dict:
         extra = super().record_extra()
         counts = self.depth_counts.tolist()
@@ -383,8 +291,8 @@ class LASAR(SIDGenerativeRecommender):
             max_depth=self.settings.max_depth,
             depth_histogram=counts,
             mean_depth=round(sum(k * c for k, c in enumerate(counts)) / users, 4),
-            text_vocab_size=self.text_vocab.size,
-            text_vocab_sha256=self.text_vocab.digest,
+            text_vocab_size=self.text.size,
+            text_vocab_sha256=self.text.vocab.digest,
         )
         if self.decode_mode == "explicit":
             extra["mean_cot_tokens"] = round(self.cot_tokens / max(1, self.decode_users), 3)

@@ -29,11 +29,6 @@ class LASARSettings:
     depth_mode: str
     fixed_depth: int
     test_decoding: str
-    text_vocab_size: int
-    text_min_frequency: int
-    rationale_sentences: int
-    sentence_tokens: int
-    title_tokens: int
     explicit_max_tokens: int
 
     def __post_init__(self):
@@ -44,8 +39,6 @@ class LASARSettings:
         if self.max_depth < 0 or not 0 <= self.fixed_depth <= self.max_depth:
             raise ValueError(f"need 0 <= fixed_depth <= max_depth, got fixed_depth={self.fixed_depth}, "
                              f"max_depth={self.max_depth}")
-        if self.rationale_sentences < 1:
-            raise ValueError("rationale_sentences must be >= 1 (the conclusion sentence)")
 
 
 @dataclass(frozen=True)
