@@ -202,6 +202,19 @@ def record_entries(rec: Mapping[str, Any], info: CellInfo | None = None) -> list
                 order=(i,),
                 **common,
             ))
+            variants = (st.get("extra") or {}).get("test_variants")
+            for j, (variant, out) in enumerate(variants.items() if isinstance(variants, Mapping) else ()):
+                # the same weights decoded otherwise on the same test users (e.g. LASAR's explicit CoT)
+                entries.append(Entry(
+                    label=f"{_stage_label(base_label, name)} [{variant}]",
+                    stage=name,
+                    test=_metrics(out.get("test")),
+                    valid={},
+                    per_user=None,
+                    extra={**extra, **dict(out.get("extra") or {})},
+                    order=(i, j + 1),
+                    **common,
+                ))
         return entries
     return [Entry(
         label=" ".join(base_label.replace("{stage}", "").split()),

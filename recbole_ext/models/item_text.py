@@ -100,10 +100,11 @@ class ItemText:
 
 
 def text_then_sid_pass(s2s, enc: Tensor, mask: Tensor, text: Tensor, ends: Tensor,
-                       target: Tensor) -> tuple[Tensor, Tensor]:
+                       target: Tensor, with_loss: bool = True) -> tuple[Tensor | None, Tensor]:
     """Teacher-forced ``[bos, text, SID]`` after the history, each row left-padded (``text`` [B, T]
     right-padded, ``ends`` [B, S] its sentence ends, ``target`` [B, m]) -> (mean token CE of the text
-    and SID tokens, the decoder states at each sentence's end [B, S, D], detached, zero where absent)."""
+    and SID tokens, None without ``with_loss`` (no [B, T, V] logits: the costly part), the decoder
+    states at each sentence's end [B, S, D], detached, zero where absent)."""
     pad, bos = s2s.vocab.pad, s2s.vocab.bos
     b, tc = text.shape
     m = target.shape[1]
@@ -117,10 +118,12 @@ def text_then_sid_pass(s2s, enc: Tensor, mask: Tensor, text: Tensor, ends: Tenso
     seq = torch.where(pos >= 0, compact.gather(1, pos.clamp(min=0)), torch.full_like(compact, pad))
     inputs, labels = seq[:, :-1], seq[:, 1:]  # [B, T+m] each
     hidden = s2s.decode(enc, mask, input_ids=inputs, self_mask=(inputs != pad).long())
-    logits = s2s.logits(hidden)  # [B, T+m, V]
-    ignore = (labels == pad) | (labels == bos)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                           labels.masked_fill(ignore, -100).reshape(-1), ignore_index=-100)
+    loss = None
+    if with_loss:
+        logits = s2s.logits(hidden)  # [B, T+m, V]
+        ignore = (labels == pad) | (labels == bos)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                               labels.masked_fill(ignore, -100).reshape(-1), ignore_index=-100)
     at = (1 + ends + shift[:, None]).clamp(min=0)  # [B, S] input position of each sentence's [SEP]
     states = hidden.detach().gather(1, at[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, S, D]
     return loss, states * (ends >= 0)[..., None]

@@ -246,9 +246,26 @@ class StagedTrainer(GenerativeTrainer):
                 run.per_user = self.per_user()
                 run.extra.update(self.model.record_extra())
                 logger.info("stage %s test: %s", run.stage.name, run.test)
+                self.test_variants(run, eval_data, show_progress)
         finally:
             self.model.evaluating_test = False
         return result
+
+    def test_variants(self, run: StageRun, eval_data, show_progress: bool) -> None:
+        """Other decodings of the same weights on the same test users (``model.test_variants(stage)``,
+        e.g. LASAR's explicit CoT and no-reasoning decodings), each into ``extra.test_variants``: its
+        metrics and the model's statistics that differ from the stage's own (decoding time, depth, ...).
+        The stage's own test row is unchanged."""
+        variants = getattr(self.model, "test_variants", None)
+        for name in variants(run.stage) if variants is not None else ():
+            self.model.test_variant = name
+            try:
+                result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+            finally:
+                self.model.test_variant = None
+            changed = {k: v for k, v in self.model.record_extra().items() if run.extra.get(k) != v}
+            run.extra.setdefault("test_variants", {})[name] = {"test": metric_values(result), "extra": changed}
+            logger.info("stage %s test, %s decoding: %s", run.stage.name, name, metric_values(result))
 
     def record_extra(self) -> dict:
         extra = super().record_extra()

@@ -214,11 +214,25 @@ def test_three_stages_end_to_end_cache_and_test_decoding(text_dataset, tmp_path)
     assert sum(reason["depth_histogram"]) == 40 and reason["test_decoding"] == "latent"
     assert set(reason["reason_stats"]) >= {"loss_rec", "loss_cot", "loss_align", "depth_ce", "depth_mean"}
     assert set(rl["rl_stats"]) >= {"reward_hit", "reward_prefix_match", "kl", "align", "depth_reward", "depth_mean"}
+    # the same weights decoded with explicit CoT and with no reasoning, on the same test users
+    assert "test_variants" not in ground and set(reason["test_variants"]) == set(rl["test_variants"]) == {
+        "explicit", "none"}
+    none, explicit = rl["test_variants"]["none"], rl["test_variants"]["explicit"]
+    assert none["extra"]["mean_depth"] == 0 and none["extra"]["depth_histogram"][0] == 40
+    assert explicit["extra"]["test_decoding"] == "explicit" and explicit["extra"]["mean_cot_tokens"] >= 0
+    assert set(none["test"]) == {"hit@5", "hit@10", "ndcg@5", "ndcg@10"} and "sid" not in none["extra"]
+    from recbole_ext.benchmark.collect import record_entries
+
+    labels = [e.label for e in record_entries(rec)]
+    assert labels == ["LASAR (GROUND)", "LASAR (REASON)", "LASAR (REASON) [explicit]", "LASAR (REASON) [none]",
+                      "LASAR (RL)", "LASAR (RL) [explicit]", "LASAR (RL) [none]"]
     # the explicit-CoT variant of the same weights: every stage reused, only the test decoding differs
-    rec2 = run_tiny(text_dataset, tmp_path, "b", test_decoding="explicit", explicit_max_tokens=16)
+    rec2 = run_tiny(text_dataset, tmp_path, "b", test_decoding="explicit", explicit_max_tokens=16,
+                    compare_decodings=[])
     assert [s["extra"]["cached"] for s in rec2["stages"]] == [True, True, True]
     assert [s["valid"] for s in rec2["stages"]] == [s["valid"] for s in rec["stages"]]
     assert rec2["stages"][2]["extra"]["test_decoding"] == "explicit" and "mean_cot_tokens" in rec2["stages"][2]["extra"]
+    assert "test_variants" not in rec2["stages"][2]["extra"]
     # mixed training (the abstract's worse order): no grounding stage, its losses inside stage 2
     rec3 = run_tiny(text_dataset, tmp_path, "c", stages="reason,rl", reason_ground_weight=1.0)
     assert [s["name"] for s in rec3["stages"]] == ["reason", "rl"]

@@ -65,7 +65,7 @@ class LASAR(SIDGenerativeRecommender):
     """SID T5 with a text vocabulary, latent reasoning steps and a depth Policy Head."""
 
     #: keys that change only the test decoding: a cached stage is reused and tested with them
-    TEST_ONLY_KEYS = frozenset({"test_decoding", "explicit_max_tokens"})
+    TEST_ONLY_KEYS = frozenset({"test_decoding", "compare_decodings", "explicit_max_tokens"})
 
     def extra_vocab_size(self, config, dataset) -> int:
         """Train (or load) the text vocabulary and the rationale generator; their size."""
@@ -94,6 +94,7 @@ class LASAR(SIDGenerativeRecommender):
                              persistent=False)  # [n_items, T_title]
         self.reasoning_decode = "joint"
         self.evaluating_test = False  # set by the StagedTrainer while it tests
+        self.test_variant: str | None = None  # set by the StagedTrainer for each of compare_decodings
         self._reference = None
 
     def build_stages(self, config) -> list[Stage]:
@@ -171,10 +172,11 @@ class LASAR(SIDGenerativeRecommender):
         return self.text.rationale_tokens(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN],
                                           interaction[self.POS_ITEM_ID], self.vocab.extra_offset, self.vocab.pad)
 
-    def cot_pass(self, enc: Tensor, mask: Tensor, cot: Tensor, ends: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher-forced ``[bos, CoT, SID]`` -> (its mean token CE, the anchors [B, S, D]: decoder
-        outputs at each sentence's end, detached)."""
-        return text_then_sid_pass(self.seq2seq, enc, mask, cot, ends, target)
+    def cot_pass(self, enc: Tensor, mask: Tensor, cot: Tensor, ends: Tensor, target: Tensor,
+                 with_loss: bool = True) -> tuple[Tensor | None, Tensor]:
+        """Teacher-forced ``[bos, CoT, SID]`` -> (its mean token CE, or None without ``with_loss``;
+        the anchors [B, S, D]: decoder outputs at each sentence's end, detached)."""
+        return text_then_sid_pass(self.seq2seq, enc, mask, cot, ends, target, with_loss)
 
     # --- stage 1 -------------------------------------------------------------------------------
     def grounding_loss(self, interaction, cfg: GroundConfig) -> tuple[Tensor, dict[str, Tensor]]:
@@ -212,7 +214,7 @@ class LASAR(SIDGenerativeRecommender):
         terms: dict[str, Tensor] = {}
         anchors = None
         if cfg.cot_weight or cfg.align_weight:
-            cot_loss, anchors = self.cot_pass(enc, mask, cot, ends, target)
+            cot_loss, anchors = self.cot_pass(enc, mask, cot, ends, target, with_loss=bool(cfg.cot_weight))
             if cfg.cot_weight:
                 terms["cot"] = cot_loss
         hidden, k_max = self.decode_after_latent(enc, mask, label, target)
@@ -248,6 +250,12 @@ class LASAR(SIDGenerativeRecommender):
         self.cot_tokens = 0
         self.decode_mode = None
 
+    def test_variants(self, stage: Stage) -> list[str]:
+        """Decodings the trainer also tests a reasoning stage with (``compare_decodings``), on the same users."""
+        if stage.decode_free_steps(self) == 0:
+            return []
+        return [d for d in self.settings.compare_decodings if d != self.settings.test_decoding]
+
     def generate(self, interaction, prefix=None, free_steps: int = 0, free_range=None):
         """``free_steps`` = 0: plain SID beam search (grounding); > 0: latent reasoning (validation),
         or the test decoding ``test_decoding`` while the trainer tests."""
@@ -260,7 +268,7 @@ class LASAR(SIDGenerativeRecommender):
         s2s, t5 = self.seq2seq, self.seq2seq.t5
         ids, mask = self.history_tokens(interaction)
         enc, dmask = s2s.encode_for_decoding(ids, mask)
-        mode = self.settings.test_decoding if self.evaluating_test else "latent"
+        mode = (self.test_variant or self.settings.test_decoding) if self.evaluating_test else "latent"
         self.decode_mode = mode
         if mode == "explicit":
             tokens, real = greedy_text_prefix(s2s, enc, dmask, self.settings.explicit_max_tokens)  # [B, P]
@@ -296,6 +304,9 @@ class LASAR(SIDGenerativeRecommender):
         )
         if self.decode_mode == "explicit":
             extra["mean_cot_tokens"] = round(self.cot_tokens / max(1, self.decode_users), 3)
+        # the efficiency table's "reasoning steps": latent steps, or generated CoT tokens when explicit
+        extra["mean_reasoning_steps"] = extra["mean_cot_tokens"] if self.decode_mode == "explicit" \
+            else extra["mean_depth"]
         return extra
 
     # --- stage 3 helpers (used by recbole_ext.models.lasar.rl) -----------------------------------

@@ -137,7 +137,7 @@ class LASARRLStage(GRPOStage):
             ro.enc = ro.enc.detach()
             if self.lasar.align_weight:
                 cot, ends, n_sent = model.rationale_tokens(interaction)
-                _, anchors = model.cot_pass(ro.enc, mask, cot, ends, model.target_tokens(interaction))
+                _, anchors = model.cot_pass(ro.enc, mask, cot, ends, model.target_tokens(interaction), with_loss=False)
                 final = anchors.gather(1, (n_sent - 1)[:, None, None].expand(-1, 1, anchors.shape[-1]))[:, 0]
                 ro.final_anchor = final.repeat_interleave(g, 0)  # [N, D]
             rewards = lasar_rewards(s2s.item_codes, interaction[model.POS_ITEM_ID], tokens, model.vocab,

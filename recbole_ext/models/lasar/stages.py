@@ -29,13 +29,16 @@ class LASARSettings:
     depth_mode: str
     fixed_depth: int
     test_decoding: str
+    compare_decodings: tuple
     explicit_max_tokens: int
 
     def __post_init__(self):
         if self.depth_mode not in DEPTH_MODES:
             raise ValueError(f"depth_mode must be one of {DEPTH_MODES}, got {self.depth_mode!r}")
-        if self.test_decoding not in TEST_DECODINGS:
-            raise ValueError(f"test_decoding must be one of {TEST_DECODINGS}, got {self.test_decoding!r}")
+        object.__setattr__(self, "compare_decodings", tuple(self.compare_decodings or ()))
+        for d in (self.test_decoding, *self.compare_decodings):
+            if d not in TEST_DECODINGS:
+                raise ValueError(f"test_decoding and compare_decodings take {TEST_DECODINGS}, got {d!r}")
         if self.max_depth < 0 or not 0 <= self.fixed_depth <= self.max_depth:
             raise ValueError(f"need 0 <= fixed_depth <= max_depth, got fixed_depth={self.fixed_depth}, "
                              f"max_depth={self.max_depth}")
