@@ -6,7 +6,8 @@
   ``properties/``) is a number or a boolean must be one of the same kind: ``--epochs=abc`` fails
   here instead of as a ``TypeError`` deep in RecBole's trainer. The expected kind comes from the
   defaults themselves, so there is no second list of keys to keep in step (integers and floats
-  are one kind: RecBole's YAML writes ``0`` for float keys);
+  are one kind: RecBole's YAML writes ``0`` for float keys; but a key whose default is a non-zero
+  integer takes no fraction: ``--epochs=1.5`` fails here instead of training one epoch);
 * our own options: ``sid_tokenizer`` one of the tokenizers, an existing ``sid_path`` file holding a
   JSON object when it is ``external`` (whether its keys are the dataset's items is checked once the
   items are known: ``SIDFileError``), ``num_beams`` at least the largest ``topk``.
@@ -42,14 +43,25 @@ _WHAT = {"bool": "True or False", "number": "a number"}
 
 
 def check_value_types(defaults: dict[str, Any], given: dict[str, Any], final: dict[str, Any]) -> None:
-    """Each key in ``given`` whose value in ``defaults`` is a bool / int / float must hold one in ``final``."""
+    """Each key in ``given`` whose value in ``defaults`` is a bool / int / float must hold one in ``final``;
+    a key whose default is a non-zero integer (a count: epochs, batch sizes, beams, layers) takes no
+    fraction (``--epochs=1.5``; a default of 0 may stand for a float, as RecBole's YAML writes it)."""
     for key in sorted(given):
-        kind = _kind(defaults.get(key))
+        default = defaults.get(key)
+        kind = _kind(default)
         value = final.get(key)
-        if kind is None or value is None or _fits(value, kind):
+        if kind is None or value is None:
             continue
-        raise ConfigValueError(f"{key}={value!r}: {key} must be {_WHAT[kind]} (its default is {defaults[key]!r}); "
-                               f"write e.g. --{key}={defaults[key]!r}")
+        if not _fits(value, kind):
+            raise ConfigValueError(f"{key}={value!r}: {key} must be {_WHAT[kind]} (its default is {default!r}); "
+                                   f"write e.g. --{key}={default!r}")
+        if _counts(default) and isinstance(value, float) and not value.is_integer():
+            raise ConfigValueError(f"{key}={value!r}: {key} counts something and takes a whole number (its default is "
+                                   f"{default!r}); write e.g. --{key}={max(1, round(value))}")
+
+
+def _counts(default: Any) -> bool:
+    return isinstance(default, int) and not isinstance(default, bool) and default != 0
 
 
 def check_own_options(config: Any) -> None:

@@ -65,6 +65,8 @@ def read_config(cls: type, config: Any, prefix: str = "") -> Any:
             continue
         base = next((a for a in args if a is not type(None)), hint) if optional else hint
         cast = _CASTS.get(getattr(base, "__name__", ""))
+        if cast is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"config key {key!r} ({cls.__name__}.{f.name}) takes a whole number, got {value!r}")
         values[f.name] = cast(value) if cast is not None else value
     return cls(**values)
 

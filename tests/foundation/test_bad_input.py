@@ -28,6 +28,31 @@ def test_value_kinds_follow_the_defaults():
     check_value_types(DEFAULTS, {}, {"epochs": "abc"})  # only what the user set is checked
 
 
+def test_counts_take_no_fraction():
+    with pytest.raises(ConfigValueError) as info:
+        check_value_types(DEFAULTS, {"epochs": 1.5}, {"epochs": 1.5})
+    assert str(info.value) == ("epochs=1.5: epochs counts something and takes a whole number (its default is 300); "
+                               "write e.g. --epochs=2")
+    check_value_types(DEFAULTS, {"epochs": 2.0}, {"epochs": 2.0})  # a whole float is fine
+    check_value_types({"weight_decay": 0}, {"weight_decay": 0.5}, {"weight_decay": 0.5})  # 0 may stand for a float
+
+
+def test_typed_stage_keys_take_no_fraction():
+    from recbole_ext.models.lasar.stages import LASARSettings
+    from recbole_ext.trainers.stages import read_config
+
+    keys = {"max_depth": 4, "depth_mode": "policy", "fixed_depth": 2, "test_decoding": "latent",
+            "compare_decodings": [], "explicit_max_tokens": 80}
+    assert read_config(LASARSettings, {**keys, "max_depth": 3.0}).max_depth == 3
+    with pytest.raises(ValueError, match=r"'max_depth' \(LASARSettings.max_depth\) takes a whole number, got 2.5"):
+        read_config(LASARSettings, {**keys, "max_depth": 2.5})
+
+
+def test_the_cli_rejects_a_fractional_epoch_count_before_any_data(capsys, no_preparation):
+    assert main(["--model=SASRec", "--dataset=ml-100k", "--epochs=1.5"]) == 2
+    assert "epochs=1.5: epochs counts something" in capsys.readouterr().err
+
+
 @pytest.fixture
 def no_preparation(monkeypatch):
     """Fails the test if a dataset preparation starts (every check must come first)."""
