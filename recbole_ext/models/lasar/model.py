@@ -95,7 +95,6 @@ class LASAR(SIDGenerativeRecommender):
         self.reasoning_decode = "joint"
         self.evaluating_test = False  # set by the StagedTrainer while it tests
         self.test_variant: str | None = None  # set by the StagedTrainer for each of compare_decodings
-        self._reference = None
 
     def build_stages(self, config) -> list[Stage]:
         from recbole_ext.models.lasar.rl import LASARRLStage
