@@ -60,6 +60,7 @@ class CellInfo:
     group: str
     order: int = 0
     suite: str = ""
+    select: str = ""  # the row a suite's sweep collapses into, chosen on validation ("" = none)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Entry:
     config: dict[str, Any]
     created: str = ""
     order: tuple[Any, ...] = field(default_factory=tuple)
+    select: str = ""  # the row this entry competes for on validation (benchmark/selection.py); "" = none
 
 
 def iter_record_files(output_dir: str | os.PathLike[str]) -> Iterator[Path]:
@@ -200,6 +202,7 @@ def record_entries(rec: Mapping[str, Any], info: CellInfo | None = None) -> list
                 per_user=_per_user_test(st.get("per_user")),
                 extra={**extra, **dict(st.get("extra") or {})},
                 order=(i,),
+                select=_stage_label(info.select, name) if info and info.select else "",
                 **common,
             ))
             variants = (st.get("extra") or {}).get("test_variants")
@@ -223,6 +226,7 @@ def record_entries(rec: Mapping[str, Any], info: CellInfo | None = None) -> list
         valid=_metrics(rec.get("valid")),
         per_user=_per_user_test(rec.get("per_user")),
         extra=extra,
+        select=" ".join(info.select.replace("{stage}", "").split()) if info and info.select else "",
         **common,
     )]
 

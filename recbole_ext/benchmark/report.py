@@ -16,6 +16,7 @@ from typing import Any
 
 from recbole_ext.benchmark.collect import CellInfo, collect_entries, load_records
 from recbole_ext.benchmark.plots import make_plots
+from recbole_ext.benchmark.selection import select_on_validation, write_selection
 from recbole_ext.benchmark.stats import compare_all
 from recbole_ext.benchmark.tables import (
     TableSpec,
@@ -47,7 +48,7 @@ def load_cell_infos(output_dir: str | os.PathLike[str], suite: str | None = None
         if suite:
             table_cfg = manifest.get("table")
         for c in manifest.get("cells", []):
-            info = CellInfo(c["label"], c["group"], c.get("order", 0), manifest.get("name", ""))
+            info = CellInfo(c["label"], c["group"], c.get("order", 0), manifest.get("name", ""), c.get("select", ""))
             for run_id in [c["id"], *c.get("aliases", [])]:  # aliases: ids of an older scheme
                 infos[run_id] = info
     return infos, table_cfg
@@ -69,8 +70,12 @@ def build_tables(output_dir: str, suite: str | None = None, plots: bool = True) 
         logger.warning("no finished run records under %s; no tables written", out / "runs")
         return []
     tdir = out / "tables"
+    entries, choices = select_on_validation(entries)
+    written: list[Path] = []
+    if choices:
+        written += write_selection(choices, tdir / "selection.md")
     comparisons = compare_all(entries, spec.reference, spec.metrics)
-    written = write_table(comparison_table(entries, spec, comparisons), tdir / "comparison")
+    written += write_table(comparison_table(entries, spec, comparisons), tdir / "comparison")
     sig = significance_table(comparisons)
     if sig is not None:
         written += write_table(sig, tdir / "significance", ("md", "csv"))

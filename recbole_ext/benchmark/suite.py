@@ -22,6 +22,9 @@ A suite file (``benchmarks/<name>.yaml``, or any path) has these keys::
         sweep: {reasoning_len: [0, 2, 4, 6, 8]}    # cartesian product of values
         variants:                    # named variants (combined with sweep)
           - {name: rqvae, overrides: {sid_tokenizer: rqvae}}
+        select: "STREAM-Rec"         # optional: the tables collapse this item's rows into one row so
+                                     # labelled, per dataset the one with the best mean validation
+                                     # score over seeds (benchmark/selection.py); tables/selection.md
     table: {...}                     # how to tabulate: see ``tables.TableSpec``
     slurm: {...}                     # parameters for submitit's executor (launcher "slurm")
 
@@ -72,7 +75,7 @@ DEFAULT_SEEDS = [2020]
 
 _TOP_KEYS = {"name", "description", "datasets", "seeds", "overrides", "dataset_overrides",
              "models", "table", "slurm"}
-_MODEL_KEYS = {"model", "label", "group", "datasets", "seeds", "overrides", "sweep", "variants"}
+_MODEL_KEYS = {"model", "label", "group", "datasets", "seeds", "overrides", "sweep", "variants", "select"}
 _VARIANT_KEYS = {"name", "label", "overrides"}
 
 
@@ -148,6 +151,8 @@ class Cell:
     group: str
     variant: str = ""
     order: int = 0
+    #: the one row its sweep / variants collapse into, chosen on validation (``select:``; "" = none)
+    select: str = ""
     #: ids this cell had under an earlier id scheme (records stored under them count as its own)
     aliases: list[str] = field(default_factory=list)
 
@@ -352,6 +357,9 @@ def _parse(path: Path, raw: Any, extra: dict[str, Any]) -> Suite:
         m_seeds = _list(path, entry, "seeds", int) or seeds
         m_over = _mapping(path, entry, "overrides")
         group = entry.get("group") or default_group(model)
+        select = entry.get("select") or ""
+        if not isinstance(select, str):
+            raise _err(path, entry.line, "'select' must be the label of the row its sweep collapses into")
         for variant, v_label, v_over in _variants(path, entry):
             for sweep_vals in _sweep(path, entry):
                 order += 1
@@ -370,7 +378,7 @@ def _parse(path: Path, raw: Any, extra: dict[str, Any]) -> Suite:
                                                    f"(same overrides as line {seen[cid]})")
                         seen[cid] = line
                         cells.append(Cell(cid, model, ds, int(seed), overrides, label,
-                                          str(group), variant, order))
+                                          str(group), variant, order, select))
     name = raw.get("name") or path.stem
     return Suite(str(name), path, str(raw.get("description") or ""), cells,
                  table=_plain(table), slurm=_plain(_mapping(path, raw, "slurm")),
