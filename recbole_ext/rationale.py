@@ -51,8 +51,9 @@ MAX_TITLE_WORDS = 12
 CATEGORY_WINDOW = 10  # last history items scanned for a dominant category
 EVIDENCE_WINDOW = 3  # last history items scanned for collaborative evidence
 
-#: The templates' fixed words (with every digit), to add to a text vocabulary's training texts so
-#: that rationales encode without falling back to rare subwords.
+#: The templates' fixed words (with every digit), to add to a text vocabulary's training texts (at
+#: least ``min_frequency`` times: BPE merges only pairs seen that often) so that rationales encode
+#: without falling back to rare subwords.
 TEMPLATE_TEXTS: tuple[str, ...] = (
     'The user has 1 earlier item: "a".',
     'The user has 2 earlier items, the latest "a" and then "b".',
@@ -60,6 +61,7 @@ TEMPLATE_TEXTS: tuple[str, ...] = (
     'After "a", the next item was in b 1 time, or 4 times, in the training data.',
     'So the next item is likely in a: "b" (1995) by c.',
     "0 1 2 3 4 5 6 7 8 9 an untitled item",
+    'Users who bought "a" next bought "b".',  # TwiSTAR's collaborative sentences (models/twistar/knowledge.py)
 )
 
 

@@ -235,5 +235,6 @@ register("STREAMRec", "recbole_ext.models.stream_rec:STREAMRec", "recbole_ext.tr
          group="reasoning", family="sid_generative")
 register("LASAR", "recbole_ext.models.lasar:LASAR", "recbole_ext.trainers.staged:StagedTrainer",
          group="reasoning", family="sid_generative")
+register("TwiSTAR", "recbole_ext.models.twistar:TwiSTAR", "recbole_ext.trainers.staged:StagedTrainer", group="reasoning", family="sid_generative")
 register("ReaRec", "recbole_ext.models.rearec:ReaRec", group="reasoning")
 register("SASRecBCE", "recbole_ext.models.sasrec_bce:SASRecBCE", group="traditional")

@@ -67,7 +67,8 @@ class ItemText:
         self.rationales = RationaleBuilder(self.facts, self.transitions, settings.rationale_sentences,
                                            leave_one_out=True)
         corpus = [" ".join(x for x in (f.title, f.category, f.brand, f.year) if x) for f in self.facts[1:]]
-        corpus += list(TEMPLATE_TEXTS)  # the templates' own words and digits
+        # the templates' own words and digits, often enough for BPE to merge them into whole words
+        corpus += list(TEMPLATE_TEXTS) * max(1, settings.text_min_frequency)
         cache = default_cache_dir() / "text_vocab" / name
         self.vocab = train_text_vocab(corpus, settings.text_vocab_size, settings.text_min_frequency, cache)
         logger.info("text vocabulary of %s: %d tokens (cache %s)", name, self.vocab.size, cache)
