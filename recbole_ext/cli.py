@@ -1,6 +1,7 @@
 """Command line of ``run_benchmark.py``.
 
     python run_benchmark.py --model=SASRec --dataset=ml-100k [--epochs=1 --learning_rate=0.003 ...]
+    python run_benchmark.py --model=TIGER --dataset=ml-100k --nproc=4   (data-parallel: 4 GPUs, or 4 CPU ranks)
     python run_benchmark.py --suite=quickstart [--output_dir=DIR] [--gpus=0,1]
     python run_benchmark.py --tables [--output_dir=DIR]
     python run_benchmark.py --list
@@ -24,7 +25,8 @@ logger = logging.getLogger("recbole_ext")
 USAGE = __doc__
 
 # Flags of the runner itself (never passed to RecBole's config).
-OWN_FLAGS = ("model", "dataset", "config_files", "output_dir", "run_id", "suite", "gpus", "launcher")
+OWN_FLAGS = ("model", "dataset", "config_files", "output_dir", "run_id", "suite", "gpus", "launcher", "nproc",
+             "gpus_per_cell")
 SWITCHES = ("tables", "list", "help", "no_tables")  # no_tables: suites rebuild tables once at the end
 DEFAULT_OUTPUT_DIR = "results"
 DEFAULT_DATASET = "ml-100k"
@@ -100,6 +102,7 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, re
 
     config_files = own.get("config_files", "").split()
     try:
+        nproc = _positive_int(own.get("nproc", "1"), "nproc")
         record = run(
             own["model"],
             own.get("dataset", DEFAULT_DATASET),
@@ -108,6 +111,7 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, re
             output_dir=output_dir,
             run_id=own.get("run_id"),
             argv=argv,
+            nproc=nproc,
         )
     except _our_errors() as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error  # no repr quotes
@@ -119,12 +123,23 @@ def _run_one(own: dict[str, str], overrides: dict[str, Any], output_dir: str, re
     return 0
 
 
+def _positive_int(value: str, flag: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(f"--{flag} must be a positive integer, got {value!r}")
+    return number
+
+
 def _our_errors() -> tuple[type[BaseException], ...]:
     """The errors whose message says what to change: shown as one ``error:`` line, exit code 2
     (anything else is a bug and keeps its traceback)."""
     from recbole_ext.benchmark.records import RecordExistsError
     from recbole_ext.config import ConfigFileError
     from recbole_ext.data import DownloadError
+    from recbole_ext.distributed import DistributedRunError
     from recbole_ext.registry import UnknownModelError
     from recbole_ext.runner import UnknownDatasetError
     from recbole_ext.sid.external import SIDFileError
@@ -133,7 +148,8 @@ def _our_errors() -> tuple[type[BaseException], ...]:
     from recbole_ext.validate import ConfigValueError
 
     return (UnknownModelError, UnknownDatasetError, ConfigFileError, ConfigValueError, RecordExistsError,
-            DownloadError, SIDFileError, NonFiniteLossError, MissingConfigKeyError, FileNotFoundError)
+            DownloadError, SIDFileError, NonFiniteLossError, MissingConfigKeyError, FileNotFoundError,
+            DistributedRunError, UsageError)
 
 
 def _format_metrics(record: dict) -> str:
@@ -154,6 +170,12 @@ def _run_suite(own: dict[str, str], overrides: dict[str, Any], output_dir: str) 
     from recbole_ext.benchmark import run_suite
 
     gpus = [g for g in own.get("gpus", "").split(",") if g] or None
+    try:
+        per_cell = _positive_int(own["gpus_per_cell"], "gpus_per_cell") if "gpus_per_cell" in own else None
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return run_suite(
-        own["suite"], output_dir, gpus=gpus, launcher=own.get("launcher", "local"), extra_overrides=overrides or None
+        own["suite"], output_dir, gpus=gpus, launcher=own.get("launcher", "local"), extra_overrides=overrides or None,
+        gpus_per_cell=per_cell,
     )

@@ -127,6 +127,22 @@ class ExtConfig(Config):
             if Path(file).parent == DATASET_YAML_DIR:
                 self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
 
+    def _init_device(self):
+        """RecBole's device setup in a single process; in a distributed run (:mod:`recbole_ext.distributed`),
+        RecBole's distributed keys from the group already started (RecBole's own branch would start an nccl
+        group on ``cuda:local_rank`` itself, which a CPU/gloo run cannot use)."""
+        from recbole_ext import distributed
+
+        ctx = distributed.current()
+        if ctx is None:
+            return super()._init_device()
+        self.final_config_dict["gpu_id"] = str(ctx.local_rank) if ctx.device.type == "cuda" else ""
+        self.final_config_dict.update(
+            single_spec=False, local_rank=ctx.local_rank, world_size=ctx.world_size, nproc=ctx.world_size,
+            offset=ctx.rank - ctx.local_rank, ip=ctx.ip, port=ctx.port, device=ctx.device)
+        if ctx.rank != 0:  # as RecBole: the other ranks stay quiet
+            self.final_config_dict.update(show_progress=False, verbose=False)
+
     def __getstate__(self):
         # Checkpoints pickle the config: keep the resolved classes out of it.
         state = self.__dict__.copy()

@@ -15,6 +15,8 @@ PATH_KEYS = (
 RUN_LOCAL_KEYS = frozenset({
     "checkpoint_dir", "data_path", "dataset_save_path", "dataloaders_save_path", "sid_cache_dir", "stage_cache_dir",
     "device", "gpu_id", "use_gpu", "show_progress", "state", "worker",
+    # RecBole's keys of a distributed run (absent in a single process): how a run is spread over processes
+    "nproc", "world_size", "offset", "ip", "port",
 })
 #: Of :data:`PATH_KEYS`, those that only say where data is read from or written to (not what it is):
 #: a suite's cell id leaves them out, so it is the same on every machine.

@@ -10,18 +10,26 @@ trainers get it mixed in by ``reporting_trainer``): it hands the runner epoch ti
 values (``per_user()``), record extras (``record_extra()``: e.g. invalid-generation rate, decoding
 time) and stage rows (``record_stages()``: one entry per stage with ``name``, ``valid``, ``test``,
 ``per_user``; [] for single-stage trainers).
+
+Data-parallel runs (:mod:`recbole_ext.distributed`): ``run(..., nproc=N)`` prepares the run here (config
+checks, dataset) and starts N ranks (torch.multiprocessing); under torchrun each process is a rank already.
+Every rank trains on its shard and evaluates its share of the users (gathered exactly); rank 0 writes the
+one record, after every rank has finished, with ``distributed: {world_size, backend, launcher}`` added. A
+rank that fails stops the run: :class:`~recbole_ext.distributed.DistributedRunError`, no record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recbole_ext import compat
+from recbole_ext import compat, distributed
 from recbole_ext.benchmark.records import (
     RecordExistsError,
     config_hash,
@@ -36,7 +44,6 @@ from recbole_ext.provenance import git_state, run_provenance, versions
 from recbole_ext.registry import resolve
 
 logger = logging.getLogger(__name__)
-
 
 
 class UnknownDatasetError(ValueError):
@@ -83,6 +90,22 @@ def working_directory(path: Path):
         os.chdir(previous)
 
 
+@dataclass
+class _Plan:
+    """Everything a rank needs to train and test once the run is prepared (picklable for spawned ranks)."""
+
+    resolved: Any
+    dataset: str
+    config_files: list[str]
+    file_paths: dict[str, Any]
+    overrides: dict[str, Any]
+    data_path: str
+    output_dir: Path
+    run_id: str
+    artifacts: Path
+    extras: dict[str, Any] = field(default_factory=dict)  # versions, provenance: added to the record
+
+
 def run(
     model: str,
     dataset: str = "ml-100k",
@@ -91,15 +114,26 @@ def run(
     output_dir: str | Path = "results",
     run_id: str | None = None,
     argv: list[str] | None = None,
+    nproc: int = 1,
 ) -> dict:
     """Train and test ``model`` on ``dataset``; store and return the run record.
 
     ``argv`` is the command line the record stores (default ``sys.argv``; the CLI passes its own).
+    ``nproc`` > 1 trains data-parallel on that many processes of this machine (one per visible GPU, or
+    CPU processes with gloo); under torchrun the group comes from its environment instead.
     """
     # Taken first: the code and command that train, not the code at the end of a long run.
     git = git_state()
     provenance = run_provenance(argv, git)
     started_with = versions(git)
+    visible_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config overwrites it with gpu_id
+    torchrun = distributed.from_environment()
+    if torchrun is not None and distributed.current() is None:
+        import torch
+
+        rank, world, local_rank, ip, port = torchrun
+        use_cuda = torch.cuda.is_available() and str((overrides or {}).get("gpu_id", "0")) != ""
+        distributed.init(rank, world, local_rank, use_cuda, ip, port, "torchrun")
     compat.apply()
     from recbole_ext.config import PATH_KEYS, ExtConfig, load_yaml_file, resolve_paths
     from recbole_ext.validate import check_config
@@ -108,7 +142,7 @@ def run(
     # resolved now, before the run moves into its artifacts folder.
     overrides = resolve_paths(overrides or {})
     output_dir = Path(output_dir).expanduser().resolve()
-    run_id = run_id or new_run_id()
+    run_id = distributed.broadcast_object(run_id or new_run_id())  # one id for every rank
     config_files = [str(Path(f).expanduser().resolve()) for f in (config_files or [])]
     file_paths: dict[str, Any] = {}
     for file in config_files:  # fail on a bad file before anything is written
@@ -121,26 +155,75 @@ def run(
     if target.exists():
         raise RecordExistsError(f"{target} exists; records are never overwritten (pick another --run_id)")
     # Every value checked before a dataset is prepared or loaded: a typo costs a second, not a download.
-    check_config(ExtConfig(resolved, dataset, config_file_list=config_files, config_dict=dict(file_paths),
-                           cmd_dict={"data_path": "dataset", **overrides}))
-    data_path = resolve_dataset(dataset, overrides.pop("data_path", file_paths.pop("data_path", None)))
+    probe = ExtConfig(resolved, dataset, config_file_list=config_files, config_dict=dict(file_paths),
+                      cmd_dict={"data_path": "dataset", **overrides})
+    check_config(probe)
+    with distributed.main_first():  # one rank downloads and converts
+        data_path = resolve_dataset(dataset, overrides.pop("data_path", file_paths.pop("data_path", None)))
     artifacts = output_dir / "artifacts" / dataset / resolved.name / run_id
-    setup_logging(artifacts / "run.log", level=overrides.get("state", "INFO"))
-    logger.info("run %s: %s on %s, artifacts in %s", run_id, resolved.name, dataset, artifacts)
+    plan = _Plan(resolved, dataset, config_files, file_paths, overrides, data_path, output_dir, run_id, artifacts,
+                 {"versions": started_with, "provenance": provenance})
+    if nproc > 1 and distributed.current() is None:
+        if visible_gpus is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpus
+        return _spawn(plan, int(nproc), probe["device"].type == "cuda")
+    return _execute(plan)
 
-    with working_directory(artifacts):
-        config = ExtConfig(
-            resolved,
-            dataset,
-            config_file_list=config_files,
-            config_dict={"checkpoint_dir": str(artifacts / "checkpoints"), **file_paths, "data_path": data_path},
-            cmd_dict=overrides,
-        )
-        record = _train_and_test(config, resolved)
-    record.update(versions=started_with, provenance=provenance)
-    record.update(run_id=run_id, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    write_record(output_dir, record)
+
+def _spawn(plan: _Plan, nproc: int, use_cuda: bool) -> dict:
+    """Run ``plan`` on ``nproc`` ranks of this machine; the record rank 0 wrote."""
+    logger.info("run %s: %d ranks (%s), artifacts in %s", plan.run_id, nproc, "nccl" if use_cuda else "gloo",
+                plan.artifacts)
+    distributed.spawn(_rank_main, nproc, (plan, nproc, use_cuda, distributed.free_port()))
+    target = record_path(plan.output_dir, plan.dataset, plan.resolved.name, plan.run_id)
+    if not target.is_file():
+        raise distributed.DistributedRunError(f"every rank finished but rank 0 wrote no record at {target}")
+    record = json.loads(target.read_text(encoding="utf-8"))
+    record.pop("schema_version", None)  # as a single-process run returns it
     _log_result(record)
+    return record
+
+
+def _rank_main(rank: int, plan: _Plan, world: int, use_cuda: bool, port: int) -> None:
+    """One spawned rank: join the group, train and test (rank 0 writes the record), leave."""
+    distributed.init(rank, world, rank, use_cuda, "127.0.0.1", port, "spawn")
+    try:
+        _execute(plan)
+    finally:
+        distributed.shutdown()
+
+
+def _execute(plan: _Plan) -> dict:
+    """Train and test on this process (one rank of a distributed run, or the only one); rank 0 writes the record."""
+    ctx = distributed.current()
+    level = plan.overrides.get("state", "INFO")
+    if ctx is None or ctx.rank == 0:
+        setup_logging(plan.artifacts / "run.log", level=level)
+    else:  # the other ranks log warnings, each to its own file
+        setup_logging(plan.artifacts / f"run.rank{ctx.rank}.log", level="WARNING")
+    logger.info("run %s: %s on %s, artifacts in %s", plan.run_id, plan.resolved.name, plan.dataset, plan.artifacts)
+    from recbole_ext.config import ExtConfig
+
+    with working_directory(plan.artifacts):
+        config = ExtConfig(
+            plan.resolved,
+            plan.dataset,
+            config_file_list=plan.config_files,
+            config_dict={"checkpoint_dir": str(plan.artifacts / "checkpoints"), **plan.file_paths,
+                         "data_path": plan.data_path},
+            cmd_dict=plan.overrides,
+        )
+        record = _train_and_test(config, plan.resolved)
+    record.update(plan.extras)
+    record.update(run_id=plan.run_id, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if ctx is not None:
+        record["distributed"] = ctx.describe()
+        distributed.barrier()  # every rank got here: only now is there a record to write
+    if distributed.is_main():
+        write_record(plan.output_dir, record)
+        _log_result(record)
     return record
 
 
@@ -152,11 +235,15 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
     from recbole_ext.trainers.reporting import reporting_trainer
 
     init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    logger.info("%s", dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = resolved.model_class(config, train_data._dataset).to(config["device"])
+    with distributed.main_first():  # rank 0 fills the caches (dataset, semantic IDs, text vectors) first
+        dataset = create_dataset(config)
+        logger.info("%s", dataset)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        # the same weights and semantic IDs on every rank (a single process has local_rank 0)
+        init_seed(config["seed"], config["reproducibility"])
+        model = resolved.model_class(config, train_data._dataset).to(config["device"])
+    if distributed.current() is not None:  # then each rank its own dropout and rollouts
+        init_seed(config["seed"] + distributed.rank(), config["reproducibility"])
     trainer = reporting_trainer(resolved.trainer_class)(config, model)
 
     start = time.perf_counter()
@@ -172,8 +259,8 @@ def _train_and_test(config: Any, resolved: Any) -> dict:
         "model": resolved.name,
         "dataset": config["dataset"],
         "seed": config["seed"],
-        "config": to_jsonable(config.final_config_dict),
-        "config_hash": config_hash(config.final_config_dict, ignore=RUN_LOCAL_KEYS),
+        "config": to_jsonable(distributed.single_process_config(config.final_config_dict)),
+        "config_hash": config_hash(distributed.single_process_config(config.final_config_dict), ignore=RUN_LOCAL_KEYS),
         "valid": _metrics(best_valid),
         "test": _metrics(test_result),
         "timings": {

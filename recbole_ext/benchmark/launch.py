@@ -24,6 +24,12 @@ sets ``CUDA_VISIBLE_DEVICES``; no gpus = one slot); on Linux a cell dies with th
 (``PR_SET_PDEATHSIG``), so ``kill -9`` of the suite leaves no orphaned cell behind. ``slurm``
 submits each cell as a Slurm job through submitit (optional dependency); ``submitit-local`` uses
 submitit's LocalExecutor (local subprocesses, for testing).
+
+Several GPUs per cell (``gpus_per_cell``: ``--gpus_per_cell=N`` or ``slurm: {gpus_per_cell: N}`` in the
+suite): each cell runs data-parallel, ``run_benchmark.py ... --nproc=N`` (:mod:`recbole_ext.distributed`).
+Locally ``--gpus`` is cut into slots of N GPUs (``--gpus=0,1,2,3 --gpus_per_cell=2``: cells on 0,1 and on
+2,3); on Slurm each job asks for one node, one task and N GPUs (``gpus_per_node``), and the cell starts
+its N ranks inside that allocation.
 """
 
 from __future__ import annotations
@@ -170,8 +176,12 @@ class SuiteRun:
     """Runs a parsed suite's cells into an output directory."""
 
     def __init__(self, suite: Suite, output_dir: Path,
-                 command_builder: CommandBuilder) -> None:
+                 command_builder: CommandBuilder, gpus_per_cell: int | None = None) -> None:
         self.suite = suite
+        per_cell = gpus_per_cell or self.suite.slurm.get("gpus_per_cell") or 1
+        if int(per_cell) < 1:
+            raise ValueError(f"gpus_per_cell must be a positive integer, got {per_cell!r}")
+        self.gpus_per_cell = int(per_cell)
         self.out = Path(output_dir).resolve()
         self.sdir = self.out / "suites" / suite.name
         self.build = command_builder
@@ -184,6 +194,23 @@ class SuiteRun:
         self._todo = 0
         self._live: set[subprocess.Popen] = set()
         self._stopping = False
+
+    def _command(self, cell: Cell) -> list[str]:
+        """The cell's command; with several GPUs per cell it runs on that many ranks (``--nproc``)."""
+        cmd = list(self.build(cell, self.out))
+        return cmd + [f"--nproc={self.gpus_per_cell}"] if self.gpus_per_cell > 1 else cmd
+
+    def _gpu_slots(self, gpus: list[str]) -> list[str | None]:
+        """``gpus`` cut into slots of ``gpus_per_cell`` (each a CUDA_VISIBLE_DEVICES value); [None]: no GPUs named."""
+        n = self.gpus_per_cell
+        if not gpus:
+            return [None]
+        if len(gpus) < n:
+            raise ValueError(f"--gpus names {len(gpus)} GPU(s) but each cell needs gpus_per_cell={n}")
+        if len(gpus) % n:
+            logger.warning("GPUs %s are left idle: %d GPUs do not split into slots of %d", ",".join(gpus[-(len(gpus) % n):]),
+                           len(gpus), n)
+        return [",".join(gpus[i:i + n]) for i in range(0, len(gpus) - n + 1, n)]
 
     # -- bookkeeping ------------------------------------------------------------------------
 
@@ -328,9 +355,10 @@ class SuiteRun:
 
     def _run_local(self, todo: list[Cell], gpus: list[str]) -> list[CellResult]:
         slots: queue.Queue[str | None] = queue.Queue()
-        for g in gpus or [None]:
+        gpu_slots = self._gpu_slots(gpus)
+        for g in gpu_slots:
             slots.put(g)
-        self._n_slots = max(1, len(gpus))
+        self._n_slots = len(gpu_slots)
 
         def work(cell: Cell) -> CellResult | None:
             slot = slots.get()
@@ -340,7 +368,7 @@ class SuiteRun:
                 env = dict(os.environ)
                 if slot is not None:
                     env["CUDA_VISIBLE_DEVICES"] = str(slot)
-                cmd = self.build(cell, self.out)
+                cmd = self._command(cell)
                 logger.info("cell %s start %s/%s seed %s%s", self._position(cell), cell.model,
                             cell.dataset, cell.seed, f" on GPU {slot}" if slot is not None else "")
                 t0 = time.monotonic()
@@ -376,10 +404,12 @@ class SuiteRun:
             raise ImportError("the slurm launchers need submitit: pip install submitit==1.5.4"
                               ) from exc
         folder = self.sdir / "submitit"
-        params = dict(self.suite.slurm)
+        params = {k: v for k, v in self.suite.slurm.items() if k != "gpus_per_cell"}  # ours, not submitit's
         if cluster:
             executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
             params.setdefault("name", f"recbole-ext-{self.suite.name}")
+            if self.gpus_per_cell > 1:  # one node, one task that starts the cell's ranks, N GPUs
+                params.update(nodes=1, tasks_per_node=1, gpus_per_node=self.gpus_per_cell)
         else:
             executor = submitit.LocalExecutor(folder=folder)
             # Local testing stand-in for Slurm: no GPU scheduling, only the time limit.
@@ -388,7 +418,7 @@ class SuiteRun:
             executor.update_parameters(**params)
         jobs = []
         for cell in todo:
-            cmd = self.build(cell, self.out)
+            cmd = self._command(cell)
             log = str(self.sdir / "logs" / f"{cell.id}.log")
             job = executor.submit(run_cell_process, cmd, log, None, None)
             logger.info("cell %s submitted %s/%s seed %s as job %s", self._position(cell),
@@ -435,12 +465,15 @@ def _sigterm_as_exit() -> Iterator[None]:
 
 def run_suite(suite: str, output_dir: str, gpus: list[str] | None = None,
               launcher: str = "local", extra_overrides: dict[str, Any] | None = None, *,
-              command_builder: CommandBuilder | None = None, tables: bool = True) -> int:
+              command_builder: CommandBuilder | None = None, tables: bool = True,
+              gpus_per_cell: int | None = None) -> int:
     """Run every unfinished cell of ``suite`` into ``output_dir``, then rebuild its tables.
 
     ``gpus`` (e.g. ``["0", "1"]``) runs one cell per GPU at a time (``CUDA_VISIBLE_DEVICES``
     per subprocess); ``launcher`` is ``"local"``, ``"slurm"`` (submitit) or
-    ``"submitit-local"`` (submitit's LocalExecutor, for testing). ``command_builder`` replaces
+    ``"submitit-local"`` (submitit's LocalExecutor, for testing). ``gpus_per_cell`` (default: the
+    suite's ``slurm: {gpus_per_cell: N}``, else 1) runs each cell data-parallel on N GPUs (``--nproc=N``).
+    ``command_builder`` replaces
     :func:`default_command` (tests use a fake cell script). Returns 0 when every cell has a
     record, 1 when some cell failed, 2 when the suite itself is invalid.
     """
@@ -449,7 +482,11 @@ def run_suite(suite: str, output_dir: str, gpus: list[str] | None = None,
     except SuiteError as exc:
         logger.error("%s", exc)
         return 2
-    run = SuiteRun(parsed, Path(output_dir), command_builder or default_command)
+    try:
+        run = SuiteRun(parsed, Path(output_dir), command_builder or default_command, gpus_per_cell)
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
     try:
         with _sigterm_as_exit():
             failed = run.run(gpus=gpus, launcher=launcher)

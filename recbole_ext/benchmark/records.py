@@ -4,6 +4,10 @@ Layout: ``<output_dir>/runs/<dataset>/<model>/<run_id>.json``. A record is writt
 ``os.replace`` of a fully written temporary file, so a crash never leaves half a record, and an
 existing record is never overwritten. Tables are built from these files only
 (:mod:`recbole_ext.benchmark.collect` reads them back).
+
+A data-parallel run (:mod:`recbole_ext.distributed`) is written once, by rank 0, and adds
+``distributed: {world_size, backend, launcher}``; its ``config`` and ``config_hash`` are those of the
+same run in one process.
 """
 
 from __future__ import annotations

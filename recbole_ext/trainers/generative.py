@@ -16,6 +16,11 @@ teacher-forced loss of the validation targets (the model's ``calculate_loss``, e
 search), lower is better; after training, the best checkpoint is validated once by ranking
 (NDCG@10 ...) so the record's ``valid`` holds the protocol's metrics, and ``extra.best_valid_loss``
 the selecting loss.
+
+Distributed (:mod:`recbole_ext.distributed`): each rank trains on its shard of every epoch (RecBole's
+``DistributedSampler``, reshuffled per epoch with the same seed on every rank) and gradients are averaged
+explicitly after ``backward`` (our models call submodules directly, which a DDP wrapper would not see);
+the validation loss and the time budget are decided once for all ranks.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 import torch
 from recbole.data.dataloader import AbstractDataLoader
 
+from recbole_ext import distributed
 from recbole_ext.progress import track
 from recbole_ext.trainers.device_batches import device_batches_for
 from recbole_ext.trainers.lr_schedule import StepSchedule
@@ -45,6 +51,8 @@ class _TimeBudgetSpent(Exception):
 
 
 class GenerativeTrainer(ReportingTrainer):
+    explicit_grad_sync = True
+
     def __init__(self, config, model):
         super().__init__(config, model)
         ratio = config["warmup_ratio"]
@@ -119,6 +127,8 @@ class GenerativeTrainer(ReportingTrainer):
                 n += len(interaction)
         finally:
             self.model.train(was_training)
+        if distributed.current() is not None:  # every rank's shard (a few repeated samples: the loader pads)
+            total, n = distributed.all_reduce_sum([total, n])
         return total / max(1, n)
 
     def _valid_epoch(self, valid_data, show_progress=False):
@@ -140,7 +150,7 @@ class GenerativeTrainer(ReportingTrainer):
     def _check_time_budget(self, epoch_idx: int) -> None:
         if self.time_budget_s is None or self.best_valid_result is None:  # always validate once
             return
-        spent = time.perf_counter() - self._fit_started
+        spent = distributed.broadcast_object(time.perf_counter() - self._fit_started)  # rank 0's clock decides
         if spent >= self.time_budget_s:
             self.time_budget_hit = True
             logger.warning("train_time_budget_s=%g spent (%.0f s) before epoch %d: stopping; the best "
@@ -168,6 +178,7 @@ class GenerativeTrainer(ReportingTrainer):
 
     def run_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self._check_time_budget(epoch_idx)
+        distributed.set_sampler_epoch(train_data, epoch_idx)
         self.set_train_mode()
         loss_func = loss_func or self.model.calculate_loss
         total_loss = None
@@ -185,6 +196,7 @@ class GenerativeTrainer(ReportingTrainer):
                 )
             total_loss = value if total_loss is None else total_loss + value
             loss.backward()
+            distributed.average_gradients(self.model.parameters())
             if self.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             if self.schedule.active:

@@ -15,7 +15,8 @@ data key hashes the dataset and split sizes, the semantic IDs, and every config 
 claims, except those that cannot change training (:data:`NOT_TRAINING_KEYS`): a key nobody
 declared makes stages retrain, never reuse a stale stage. A later run with the same keys loads the
 stage instead of training it, and still validates and tests it. ``stage_cache: False`` turns the
-cache off.
+cache off. In a distributed run rank 0 writes the cache and the other ranks wait for it; a stage is taken
+from the cache only when every rank finds it.
 
 Incumbent (``stage_incumbent``, default on): every stage after the first starts with the incoming
 weights validated in its own decoding as the best so far, so early stopping can only return weights
@@ -42,6 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from recbole_ext import distributed
 from recbole_ext.config import RUN_LOCAL_KEYS
 from recbole_ext.metrics import metric_values
 from recbole_ext.trainers.generative import GenerativeTrainer
@@ -118,7 +120,7 @@ class StagedTrainer(GenerativeTrainer):
         claimed = set().union(*(s.claimed_keys() for s in self.all_stages))
         # keys that only change how the test set is decoded (validation, hence training, ignores them)
         claimed |= set(getattr(type(self.model), "TEST_ONLY_KEYS", ()))
-        cfg = self.config.final_config_dict
+        cfg = distributed.single_process_config(self.config.final_config_dict)
         shared = {k: v for k, v in cfg.items() if k not in claimed and k not in NOT_TRAINING_KEYS}
         h = hashlib.sha256()
         h.update(repr((STAGE_CACHE_VERSION, canonical(shared))).encode())
@@ -144,6 +146,7 @@ class StagedTrainer(GenerativeTrainer):
         self.time_budget_s = sched.train_time_budget_s
         self.saved_model_file = os.path.join(
             self.checkpoint_dir, f"{self.config['model']}-{stage.name}-{time.strftime('%b-%d-%Y_%H-%M-%S')}.pth")
+        self.saved_model_file = distributed.broadcast_object(self.saved_model_file)  # one file for all ranks
         logger.info("stage %s: learning rate %g, at most %d epochs", stage.name, sched.learning_rate, self.epochs)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -155,6 +158,8 @@ class StagedTrainer(GenerativeTrainer):
             key = stage_key(stage.name, stage.key_config(), previous, data_key)
             self.start_stage(stage)
             hit = self.cache.load(stage.name, key)
+            if not distributed.all_agree(hit is not None):
+                hit = None
             start = time.perf_counter()
             stage.reset_statistics()
             stage.notes = {}
@@ -172,13 +177,15 @@ class StagedTrainer(GenerativeTrainer):
                 epochs = len(self.epoch_seconds) - n_before
                 s_per_epoch = round(sum(self.epoch_seconds[n_before:]) / epochs, 3) if epochs else None
                 if saved and os.path.isfile(self.saved_model_file):
-                    best = torch.load(self.saved_model_file, map_location=self.device)
+                    best = distributed.load_checkpoint(self.saved_model_file, self.device)
                     self.model.load_state_dict(best["state_dict"])
                 if result is None:  # no validation ran (epochs = 0): validate what we have
                     score, result = self._valid_epoch(valid_data, show_progress=show_progress)
-                self.cache.save(stage.name, key, self.model.state_dict(),
-                                {"config": stage.key_config(), "previous": previous, "data_key": data_key,
-                                 "valid": metric_values(result)})
+                if distributed.is_main():
+                    self.cache.save(stage.name, key, self.model.state_dict(),
+                                    {"config": stage.key_config(), "previous": previous, "data_key": data_key,
+                                     "valid": metric_values(result)})
+                distributed.barrier()
             state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
             extra: dict[str, Any] = {"cached": hit is not None, "cache_key": key,
                                      "train_s": round(time.perf_counter() - start, 3), "epochs": epochs,
@@ -221,6 +228,7 @@ class StagedTrainer(GenerativeTrainer):
     def run_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         stage = self.stage
         stage.reset_statistics()
+        distributed.set_sampler_epoch(train_data, epoch_idx)  # relabelling sees this epoch's shard
         stage.begin_epoch(self.model, train_data, epoch_idx)
         loss = super().run_epoch(train_data, epoch_idx, loss_func=functools.partial(stage.loss, self.model),
                                  show_progress=show_progress)
