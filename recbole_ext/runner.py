@@ -160,6 +160,12 @@ def run(
     check_config(probe)
     with distributed.main_first():  # one rank downloads and converts
         data_path = resolve_dataset(dataset, overrides.pop("data_path", file_paths.pop("data_path", None)))
+    if probe["sid_tokenizer"] == "external" and not probe["sid_allow_extra_items"]:
+        from recbole_ext.sid.external import check_keys_in_interactions
+
+        # a file keyed for another dataset (or by positions) ends here, before RecBole loads the data
+        check_keys_in_interactions(probe["sid_path"], Path(data_path) / dataset / f"{dataset}.inter",
+                                   probe["ITEM_ID_FIELD"])
     artifacts = output_dir / "artifacts" / dataset / resolved.name / run_id
     plan = _Plan(resolved, dataset, config_files, file_paths, overrides, data_path, output_dir, run_id, artifacts,
                  {"versions": started_with, "provenance": provenance})

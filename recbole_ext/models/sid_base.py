@@ -70,6 +70,8 @@ def sid_settings(config: Any) -> dict:
     # keys added since IDs were first cached enter only when used, so existing caches stay valid
     if settings["method"] == "rkmeans":
         settings["rkmeans"] = dict(config["rkmeans"] or {})
+    if config["sid_allow_extra_items"]:
+        settings["allow_extra_items"] = True
     if config["sid_collision"] not in (None, "append"):
         settings["collision"] = config["sid_collision"]
     return settings

@@ -48,6 +48,39 @@ def _integer_key_hint(keys: list[str], item_tokens: list[str]) -> str:
             "or ids of another tool, map them to this dataset's item tokens first")
 
 
+def _refuse_unknown_keys(path: str, keys: list[str], item_tokens: list[str]) -> None:
+    """SIDFileError when a key of the ID file is no item token of ``item_tokens``."""
+    wanted = set(item_tokens)
+    unknown = [k for k in keys if k not in wanted]
+    if unknown:
+        raise SIDFileError(
+            f"{path}: {len(unknown)} items are not in the dataset, e.g. {_show(unknown)} "
+            "(are the keys raw item tokens of this dataset? --sid_allow_extra_items=True ignores them)"
+            f"{_integer_key_hint(keys, item_tokens)}"
+        )
+
+
+def check_keys_in_interactions(path: str | os.PathLike, inter_file: str | os.PathLike, item_field: str) -> None:
+    """Before RecBole loads a dataset: every key of the ID file at ``path`` must be an item token of the
+    raw interaction file (RecBole's filtering only removes items, so a key unknown here stays unknown;
+    an item without an ID is found after filtering, by :func:`load_index_json`). Raises
+    :class:`SIDFileError` as :func:`load_index_json` would, seconds before the data is loaded."""
+    import pandas as pd
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            keys = list(json.load(f))
+        header = pd.read_csv(inter_file, sep="\t", nrows=0).columns
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise SIDFileError(f"{path}: cannot read the ID file or {inter_file}: {e}") from e
+    column = next((c for c in header if str(c).split(":")[0] == item_field), None)
+    if column is None:
+        return  # an item column named otherwise: load_index_json checks after loading
+    items = pd.read_csv(inter_file, sep="\t", usecols=[column], dtype=str)[column].dropna().unique().tolist()
+    _refuse_unknown_keys(path, keys, items)
+
+
 def load_index_json(
     path: str | os.PathLike,
     item_tokens: list[str],
@@ -70,18 +103,12 @@ def load_index_json(
         raise SIDFileError(f"{path}: expected a JSON object item token -> list of code tokens, got a "
                            f"{type(raw).__name__} (a list indexed by position is not accepted: key it by item token)")
 
-    wanted = set(item_tokens)
     missing = [t for t in item_tokens if t not in raw]
-    unknown = [k for k in raw if k not in wanted]
-    if missing or (unknown and not allow_extra_items):
-        hint = _integer_key_hint(list(raw), item_tokens)
     if missing:
+        hint = _integer_key_hint(list(raw), item_tokens)
         raise SIDFileError(f"{path}: {len(missing)} dataset items have no ID, e.g. {_show(missing)}{hint}")
-    if unknown and not allow_extra_items:
-        raise SIDFileError(
-            f"{path}: {len(unknown)} items are not in the dataset, e.g. {_show(unknown)} "
-            f"(are the keys raw item tokens of this dataset? set allow_extra_items to ignore them){hint}"
-        )
+    if not allow_extra_items:
+        _refuse_unknown_keys(path, list(raw), item_tokens)
 
     m = None
     codes = np.empty((len(item_tokens), 0), dtype=np.int64)

@@ -96,14 +96,40 @@ def test_malformed_sid_file_is_named_before_any_data(no_preparation, capsys, tmp
     assert rc == 2 and err.startswith(f"error: sid_path {bad} holds a JSON list, not an object")
 
 
-def test_sid_file_for_other_items_is_one_line(tiny_dataset, capsys, tmp_path):
+def test_sid_file_for_other_items_is_one_line_before_the_data_is_loaded(tiny_dataset, capsys, tmp_path, monkeypatch):
     data_path, name = tiny_dataset
+
+    def load(*args, **kwargs):
+        raise AssertionError("RecBole loaded the dataset before the ID file's keys were checked")
+
+    monkeypatch.setattr(runner, "_execute", load)
     ids = tmp_path / "other.index.json"
+    args = ["--model=TIGER", f"--dataset={name}", f"--data_path={data_path}", "--sid_tokenizer=external",
+            f"--sid_path={ids}", f"--output_dir={tmp_path / 'out'}", "--use_gpu=False"]
     ids.write_text(json.dumps({"not-an-item": ["<a_1>", "<b_2>"]}))
-    rc, err = cli(capsys, "--model=TIGER", f"--dataset={name}", f"--data_path={data_path}", "--sid_tokenizer=external",
-                  f"--sid_path={ids}", f"--output_dir={tmp_path / 'out'}", "--use_gpu=False")
+    rc, err = cli(capsys, *args)
     last = err.strip().splitlines()[-1]  # after the run's own log lines
-    assert rc == 2 and last.startswith(f"error: {ids}: ") and "dataset items have no ID" in last and "Traceback" not in err
+    assert rc == 2 and last == (f"error: {ids}: 1 items are not in the dataset, e.g. 'not-an-item' (are the keys raw "
+                                "item tokens of this dataset? --sid_allow_extra_items=True ignores them)")
+    # keyed by positions 0..N: the hint says a key is read as an item token, never as a position
+    ids.write_text(json.dumps({str(i): ["<a_1>", "<b_2>"] for i in range(200)}))
+    rc, err = cli(capsys, *args)
+    assert rc == 2 and "The file's keys are the integers 0..199: each key is read as an item token" in err
+    assert "Traceback" not in err
+
+
+def test_sid_file_with_extra_items_may_be_allowed(tiny_dataset, capsys, tmp_path):
+    data_path, name = tiny_dataset
+    items = sorted({line.split("\t")[1] for line in
+                    (open(f"{data_path}/{name}/{name}.inter").read().splitlines()[1:])})
+    ids = tmp_path / "extra.index.json"
+    ids.write_text(json.dumps({**{t: [f"<a_{i % 4}>", f"<b_{i}>"] for i, t in enumerate(items)},
+                               "not-an-item": ["<a_0>", "<b_999>"]}))
+    rc = main(["--model=TIGER", f"--dataset={name}", f"--data_path={data_path}", "--sid_tokenizer=external",
+               f"--sid_path={ids}", "--sid_allow_extra_items=True", f"--output_dir={tmp_path / 'out'}",
+               f"--sid_cache_dir={tmp_path / 'sid'}", "--epochs=1", "--no_tables",
+               *(f"--{k}={v}" for k, v in TINY_GENERATIVE.items() if not k.startswith("sid_") and k != "epochs")])
+    assert rc == 0 and list((tmp_path / "out" / "runs").rglob("*.json"))
 
 
 def test_non_finite_loss_is_one_line_and_keeps_the_best_checkpoint(tiny_dataset, capsys, tmp_path):
