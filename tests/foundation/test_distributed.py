@@ -248,3 +248,28 @@ def test_slurm_job_asks_for_the_cells_gpus_and_starts_its_ranks(tmp_path, monkey
                                    "tasks_per_node": 1, "gpus_per_node": 2}
     (failed,) = (out / "suites" / "multi" / "failed").iterdir()
     assert json.loads(failed.read_text())["command"][-1] == "--nproc=2"
+
+
+# --- (5) torchrun ----------------------------------------------------------------------------------------
+def test_torchrun_runs_the_cli_as_two_ranks_and_one_record(tiny_dataset, tmp_path):
+    """The README's ``torchrun --nproc_per_node=N run_benchmark.py ...`` for real (gloo on this CPU): every
+    process is a rank from torchrun's environment, rank 0 alone writes the record, and it says so."""
+    import os
+    import subprocess
+    import sys
+
+    data_path, name = tiny_dataset
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(root / "run_benchmark.py"), "--model=GRU4Rec", f"--dataset={name}", f"--data_path={data_path}",
+           f"--output_dir={tmp_path / 'out'}", "--run_id=tr", "--no_tables", "--epochs=1",
+           "--train_batch_size=64", "--eval_batch_size=64", "--embedding_size=8", "--hidden_size=8",
+           "--state=WARNING"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = (tmp_path / "out" / "runs").rglob("*.json")
+    record = json.loads(path.read_text())
+    assert path.name == "tr.json" and record["distributed"] == {"world_size": 2, "backend": "gloo",
+                                                                 "launcher": "torchrun"}
+    assert len(record["per_user"]["test"]["user_ids"]) == 40  # every test user once, gathered from both ranks
