@@ -16,6 +16,7 @@ from typing import Any
 
 from recbole_ext.benchmark.collect import CellInfo, collect_entries, load_records
 from recbole_ext.benchmark.plots import make_plots
+from recbole_ext.benchmark.reasoning_cost import write_reasoning_cost
 from recbole_ext.benchmark.selection import select_on_validation, write_selection
 from recbole_ext.benchmark.stats import compare_all
 from recbole_ext.benchmark.tables import (
@@ -60,7 +61,8 @@ def build_tables(output_dir: str, suite: str | None = None, plots: bool = True) 
     With ``suite`` (a suite name that ran into ``output_dir``) only that suite's cells are
     tabulated, with its ``table`` options and labels; otherwise every record is, labelled by
     any suite manifests found. Writes ``DIR/tables/{comparison,efficiency}.{md,tex,csv}``,
-    ``DIR/tables/significance.{md,csv}`` and ``DIR/plots/*.png``; returns the paths written.
+    ``DIR/tables/significance.{md,csv}``, ``DIR/tables/reasoning_cost.md`` (where a record holds
+    decoding variants, depths or routing) and ``DIR/plots/*.png``; returns the paths written.
     """
     out = Path(output_dir)
     infos, table_cfg = load_cell_infos(out, suite)
@@ -82,6 +84,8 @@ def build_tables(output_dir: str, suite: str | None = None, plots: bool = True) 
     eff = efficiency_table(entries, spec) if spec.efficiency else None
     if eff is not None:
         written += write_table(eff, tdir / "efficiency")
+    cost = write_reasoning_cost(entries, spec.reference or "TIGER", tdir / "reasoning_cost.md")
+    written += [cost] if cost else []
     if plots and spec.plots:
         written += make_plots(entries, out / "plots", spec.plots)
     for p in written:
