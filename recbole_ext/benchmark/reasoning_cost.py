@@ -68,8 +68,8 @@ def _variant(label: str) -> tuple[str, str | None]:
 
 def _histogram(group: Sequence[Entry]) -> str:
     hist = group[0].extra.get("depth_histogram")
-    if not isinstance(hist, list) or len(group) != 1:
-        return ""
+    if not isinstance(hist, list) or len(group) != 1 or not any(hist):
+        return ""  # no users decoded with latent steps (grounding, explicit CoT): no histogram to show
     return " depth histogram " + "/".join(str(int(c)) for c in hist)
 
 
@@ -127,11 +127,14 @@ def _strategy(stats: Mapping[str, Any]) -> tuple[float | None, float | None, flo
 
 
 def routing_lines(entries: Sequence[Entry]) -> list[str]:
-    """Routed stages: the planner beside the fixed strategies on the same users (``extra.fixed_strategies``)."""
+    """Routed stages: the planner beside the fixed strategies on the same users (``extra.fixed_strategies``).
+
+    A stage that serves one tool (``extra.route_mode`` other than ``route``: TwiSTAR's tool stages) is
+    left out: its row inherits the record's final routing from the record-level extra."""
     lines = []
     for (ds, label), g in _groups(entries).items():
         rows = [e for e in g if isinstance(e.extra.get("fixed_strategies"), Mapping)
-                and isinstance(e.extra.get("routed"), Mapping)]
+                and isinstance(e.extra.get("routed"), Mapping) and e.extra.get("route_mode", "route") == "route"]
         if not rows:
             continue
         names = list(rows[0].extra["fixed_strategies"])

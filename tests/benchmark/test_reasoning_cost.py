@@ -25,6 +25,13 @@ def _lasar_stage(name: str, ndcg: float, ms: float, depth: list[int]) -> dict:
                                                  "extra": {"decode_ms_per_user": ms / 1.25}}}}}
 
 
+ROUTED = {"tool_shares": {"fast": 0.75, "rank": 0.1, "slow": 0.15},
+          "fixed_strategies": {
+              "fast": {"ndcg@10": 0.05, "latency_ms_mean": 0.5, "latency_ms_p95": 0.6},
+              "rank": {"ndcg@10": 0.055, "latency_ms_mean": 0.6, "latency_ms_p95": 0.7},
+              "slow": {"ndcg@10": 0.061, "latency_ms_mean": 6.0, "latency_ms_p95": 9.0}},
+          "routed": {"ndcg@10": 0.06, "latency_ms_mean": 1.5, "latency_ms_p95": 7.5}}
+
 RECORDS = [
     {"run_id": "t", "model": "TIGER", "dataset": "sci", "seed": 1, "created": "1",
      "test": _test(0.04, 0.07), "extra": {"decode_ms_per_user": 0.5}},
@@ -32,26 +39,32 @@ RECORDS = [
      "stages": [_lasar_stage("reason", 0.045, 1.0, [0, 2, 6, 2]),   # mean depth 2.0
                 _lasar_stage("rl", 0.050, 0.8, [2, 6, 2, 0])]},      # mean depth 1.0
     {"run_id": "w", "model": "TwiSTAR", "dataset": "sci", "seed": 1, "created": "1",
-     "stages": [{"name": "planner_rl", "valid": {}, "test": _test(0.06, 0.1),
-                 "extra": {"decode_ms_per_user": 1.5,
-                           "tool_shares": {"fast": 0.75, "rank": 0.1, "slow": 0.15},
-                           "fixed_strategies": {
-                               "fast": {"ndcg@10": 0.05, "latency_ms_mean": 0.5, "latency_ms_p95": 0.6},
-                               "rank": {"ndcg@10": 0.055, "latency_ms_mean": 0.6, "latency_ms_p95": 0.7},
-                               "slow": {"ndcg@10": 0.061, "latency_ms_mean": 6.0, "latency_ms_p95": 9.0}},
-                           "routed": {"ndcg@10": 0.06, "latency_ms_mean": 1.5, "latency_ms_p95": 7.5}}}]},
+     # as the model writes it: the record-level extra is the final stage's, which every stage row inherits
+     "extra": {"route_mode": "route", **ROUTED},
+     "stages": [{"name": "fast", "valid": {}, "test": _test(0.05, 0.09),
+                 "extra": {"decode_ms_per_user": 0.5, "route_mode": "fast", "tool_shares": {"fast": 1.0}}},
+                {"name": "planner_rl", "valid": {}, "test": _test(0.06, 0.1),
+                 "extra": {"decode_ms_per_user": 1.5, "route_mode": "route", **ROUTED}}]},
 ]
 
 
 def test_rows_divide_by_the_reference_and_show_depth():
     lines = row_lines(collect_entries(RECORDS), "TIGER")
     row = {line[len("sci") + 14:].split(" N@10")[0].strip(): line for line in lines}  # label -> line
-    assert len(row) == len(lines) == 8 and all(line.startswith("sci ") for line in lines)
+    assert len(row) == len(lines) == 9 and all(line.startswith("sci ") for line in lines)
     assert "ms/user 0.500  xTIGER 1.00x" in row["TIGER"]
     assert "N@10 0.0450  R@10 0.0900  ms/user 1.000  xTIGER 2.00x  steps 2.00 depth histogram 0/2/6/2" \
         in row["LASAR (REASON)"]
     assert "ms/user 20.000  xTIGER 40.00x" in row["LASAR (REASON) [explicit]"]
     assert "ms/user 1.500  xTIGER 3.00x  steps -" in row["TwiSTAR (PLANNER_RL)"]
+
+
+def test_a_stage_without_latent_decoding_shows_no_histogram():
+    ground = {"run_id": "g", "model": "LASAR", "dataset": "sci", "seed": 1, "created": "1",
+              "stages": [{"name": "ground", "valid": {}, "test": _test(0.04, 0.08),
+                          "extra": {"decode_ms_per_user": 0.9, "depth_histogram": [0, 0, 0], "mean_depth": 0.0}}]}
+    (line,) = row_lines(collect_entries([ground]), "TIGER")
+    assert line.endswith("xTIGER -  steps -") and "histogram" not in line
 
 
 def test_variants_are_compared_with_their_own_stage():
@@ -69,7 +82,8 @@ def test_depth_of_a_stage_against_the_previous_one():
 
 
 def test_routing_beside_the_fixed_strategies():
-    (line,) = routing_lines(collect_entries(RECORDS))
+    (line,) = routing_lines(collect_entries(RECORDS))  # the planner's row only, not the fast tool's
+    assert line.startswith("sci              TwiSTAR (PLANNER_RL): ")
     assert "fast N@10 0.0500 0.500 ms (p95 0.600)" in line and "slow N@10 0.0610 6.000 ms (p95 9.000)" in line
     assert "routed N@10 0.0600 1.500 ms (p95 7.500)" in line
     assert line.endswith("routed/always-slow latency 0.25x; shares fast 0.750, rank 0.100, slow 0.150")
