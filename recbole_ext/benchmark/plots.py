@@ -75,14 +75,28 @@ def plot_reasoning_length(entries: Sequence[Entry], path: Path) -> Path | None:
 
 
 #: Offsets (points) tried in turn for a label, nearest first.
-_LABEL_OFFSETS = [(dx * r, dy * r) for r in (4, 12, 22, 34)
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (4, 12, 22, 34, 48)
                   for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))]
 
 
-def place_labels(ax: Any, points: Sequence[tuple[float, float, str]], fontsize: float = 7) -> list[Any]:
+def _annotate(ax: Any, label: str, x: float, y: float, i: int, fontsize: float) -> Any:
+    """``label`` at offset ``i`` of :data:`_LABEL_OFFSETS` from (x, y); a leader line beyond the nearest ring."""
+    dx, dy = _LABEL_OFFSETS[i]
+    ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+    va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+    return ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha, va=va,
+                       arrowprops={"arrowstyle": "-", "lw": 0.4, "alpha": 0.5} if i >= 8 else None)
+
+
+def place_labels(ax: Any, points: Sequence[tuple[float, float, str]], fontsize: float = 7,
+                 key: list[tuple[int, str]] | None = None) -> list[Any]:
     """Annotate each point with its label at the first offset of :data:`_LABEL_OFFSETS` whose text
     stays inside the axes and overlaps no label placed before and no marker; returns the labels'
-    display boxes."""
+    display boxes.
+
+    A label that fits at no offset: with ``key`` (a list, shared by every panel of a figure) a number
+    is placed instead, the same way, and ``(number, label)`` appended to ``key`` for the figure to
+    list beside the axes; without ``key`` the label takes the least crowded offset."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     marker_boxes = []
@@ -92,23 +106,44 @@ def place_labels(ax: Any, points: Sequence[tuple[float, float, str]], fontsize: 
     placed: list[tuple[float, float, float, float]] = []
     frame = ax.get_window_extent(renderer)
 
-    def clash(box: tuple[float, float, float, float]) -> bool:
+    def overlap(box: tuple[float, float, float, float]) -> float:
+        """Area this box shares with the markers and the labels placed so far (3 px kept free around
+        each label, so that two numbers never read as one; a label's area weighs 1000 times a marker's:
+        a forced label covers a marker before a text); infinite outside the axes."""
         x0, y0, x1, y1 = box
-        outside = x0 < frame.x0 or x1 > frame.x1 or y0 < frame.y0 or y1 > frame.y1
-        return outside or any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed + marker_boxes)
+        if x0 < frame.x0 or x1 > frame.x1 or y0 < frame.y0 or y1 > frame.y1:
+            return math.inf
 
-    for x, y, label in points:
-        for i, (dx, dy) in enumerate(_LABEL_OFFSETS):
-            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
-            va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
-            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
-                               ha=ha, va=va, arrowprops={"arrowstyle": "-", "lw": 0.4, "alpha": 0.5} if i >= 8 else None)
+        def shared(b: tuple[float, float, float, float], pad: float) -> float:
+            w = min(x1 + pad, b[2]) - max(x0 - pad, b[0])
+            h = min(y1 + pad, b[3]) - max(y0 - pad, b[1])
+            return w * h if w > 0 and h > 0 else 0.0
+
+        return 1000 * sum(shared(b, 3) for b in placed) + sum(shared(b, 0) for b in marker_boxes)
+
+    def put(x: float, y: float, label: str, force: bool) -> bool:
+        """Place ``label`` at the first free offset; with ``force`` and none free, at the least crowded one."""
+        least: tuple[float, int] = (math.inf, len(_LABEL_OFFSETS) - 1)
+        for i in range(len(_LABEL_OFFSETS)):
+            text = _annotate(ax, label, x, y, i, fontsize)
             ext = text.get_window_extent(renderer)
             box = (ext.x0, ext.y0, ext.x1, ext.y1)
-            if not clash(box) or i == len(_LABEL_OFFSETS) - 1:
+            cost = overlap(box)
+            if cost == 0:
                 placed.append(box)
-                break
+                return True
+            least = min(least, (cost, i))
             text.remove()
+        if not force:
+            return False
+        ext = _annotate(ax, label, x, y, least[1], fontsize).get_window_extent(renderer)
+        placed.append((ext.x0, ext.y0, ext.x1, ext.y1))
+        return True
+
+    for x, y, label in points:
+        if not put(x, y, label, force=key is None):
+            key.append((len(key) + 1, label))  # type: ignore[union-attr]
+            put(x, y, str(len(key)), force=True)  # type: ignore[arg-type]
     return placed
 
 
@@ -127,7 +162,10 @@ def plot_frontier(entries: Sequence[Entry], path: Path) -> Path | None:
         return None
     plt = _pyplot()
     datasets = sorted(points)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
+    crowd = max(0, max(len(p) for p in points.values()) - 10)  # more points: a larger panel, then a key
+    key_room = 2.2 if crowd else 0.0  # inches right of the panels for labels that fit nowhere in them
+    fig, axes = plt.subplots(1, len(datasets), figsize=((5.5 + 0.2 * min(crowd, 15)) * len(datasets) + key_room,
+                                                        4.2 + 0.12 * min(crowd, 15)), squeeze=False)
     labelled = []
     for ax, ds in zip(axes[0], datasets):
         pts = []
@@ -148,10 +186,14 @@ def plot_frontier(entries: Sequence[Entry], path: Path) -> Path | None:
         labelled.append((ax, pts))
     fig.text(0.01, 0.01, "timed: the model's own decoding per test user when it reports one (generative models),\n"
              "else the whole test pass / test users; dashed: Pareto front", fontsize=6, alpha=0.8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    right = 1 - key_room / fig.get_figwidth()
+    fig.tight_layout(rect=(0, 0.06, right, 1))
     fig.canvas.draw()  # final axes positions and limits: labels are placed in display coordinates
+    key: list[tuple[int, str]] = []
     for ax, pts in labelled:
-        place_labels(ax, pts)
+        place_labels(ax, pts, key=key if crowd else None)
+    if key:
+        fig.text(right + 0.01, 0.95, "\n".join(f"{n}  {label}" for n, label in key), fontsize=6.5, va="top")
     return _save(fig, plt, path)
 
 

@@ -62,3 +62,27 @@ def test_frontier_labels_never_overlap() -> None:
         assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
     assert sorted(t.get_text() for t in ax.texts) == sorted(p[2] for p in points)
     plt.close(fig)
+
+
+def test_crowded_frontier_numbers_what_does_not_fit_and_lists_it() -> None:
+    """The 23-row quickstart: labels that fit nowhere become numbers with a key; no two texts overlap."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.3, 5.9))
+    cluster = [(0.40 + 0.012 * i, 0.0033 + 0.0002 * (i % 3), f"LASAR variant {i}") for i in range(8)]
+    slow = [(1.8 + 0.05 * i, 0.0027 + 0.00005 * i, f"TwiSTAR (SLOW_{i})") for i in range(5)]
+    spread = [(0.05 * 1.3 ** i, 0.015 + 0.0003 * i, f"Baseline {i}") for i in range(6)]
+    points = cluster + slow + spread
+    for x, y, _ in points:
+        ax.scatter([x], [y])
+    ax.set_xscale("log")
+    ax.margins(0.15)
+    fig.canvas.draw()
+    key: list[tuple[int, str]] = []
+    boxes = place_labels(ax, points, key=key)
+    assert len(boxes) == len(points) and key  # this cluster cannot hold every label
+    assert [n for n, _ in key] == list(range(1, len(key) + 1))
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted([p[2] for p in points if p[2] not in dict(key).values()] + [str(n) for n, _ in key])
+    for a, b in itertools.combinations(boxes, 2):
+        assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    plt.close(fig)
