@@ -3,7 +3,7 @@
     python run_benchmark.py --model=SASRec --dataset=ml-100k [--epochs=1 --learning_rate=0.003 ...]
     python run_benchmark.py --model=TIGER --dataset=ml-100k --nproc=4   (data-parallel: 4 GPUs, or 4 CPU ranks)
     python run_benchmark.py --suite=quickstart [--output_dir=DIR] [--gpus=0,1]
-    python run_benchmark.py --tables [--output_dir=DIR]
+    python run_benchmark.py --tables [--output_dir=DIR] [--suite=NAME]   (NAME: that suite's cells and table options)
     python run_benchmark.py --list
 
 A single run rebuilds the tables of its output folder afterwards (``--no_tables`` skips that; suites
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     # progress of suites and table writing (a single run sets up its own log file as well)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if "tables" in switches:
-        return _build_tables(output_dir)
+        return _build_tables(output_dir, own.get("suite"))
     if "suite" in own:
         return _run_suite(own, overrides, output_dir)
     if "model" not in own:
@@ -158,10 +158,18 @@ def _format_metrics(record: dict) -> str:
     return f"{record['model']} on {record['dataset']} (run {record['run_id']}) test: {values}"
 
 
-def _build_tables(output_dir: str) -> int:
+def _build_tables(output_dir: str, suite: str | None = None) -> int:
+    """Tables of every record in ``output_dir``, or with ``suite`` of that suite's cells with its table options."""
+    from pathlib import Path
+
     from recbole_ext.benchmark import build_tables
 
-    for path in build_tables(output_dir):
+    if suite and not (Path(output_dir) / "suites" / suite / "suite.json").is_file():
+        ran = sorted(p.parent.name for p in (Path(output_dir) / "suites").glob("*/suite.json"))
+        print(f"error: no suite {suite!r} ran into {output_dir} (suites there: {', '.join(ran) or 'none'}); "
+              "leave out --suite to tabulate every record", file=sys.stderr)
+        return 2
+    for path in build_tables(output_dir, suite):
         logger.info("table written: %s", path)
     return 0
 

@@ -169,3 +169,21 @@ def test_tool_columns_follow_the_records(tmp_path: Path) -> None:
     columns = table.groups[0][1]
     assert b_row.cells[columns.index("Share slow")].value is None
     assert b_row.cells[columns.index("Share cache")].value == 0.6
+
+
+def test_cli_tables_of_one_suite_use_its_table_options(tmp_path, capsys):
+    """``--tables --suite=NAME``: that suite's cells under its title; a suite that never ran there is one line."""
+    from recbole_ext import cli
+
+    write_record(tmp_path, "TIGER", "d", 1, m(0.1, 0.2, 0.05, 0.08), run_id="cell-a")
+    write_record(tmp_path, "SASRec", "d", 1, m(0.1, 0.2, 0.05, 0.09), run_id="other")  # not a cell of the suite
+    manifest = {"name": "mine", "table": {"title": "My suite", "plots": []},
+                "cells": [{"id": "cell-a", "label": "TIGER", "group": "Generative"}]}
+    (tmp_path / "suites" / "mine").mkdir(parents=True)
+    (tmp_path / "suites" / "mine" / "suite.json").write_text(json.dumps(manifest))
+    assert cli.main(["--tables", "--suite=mine", f"--output_dir={tmp_path}"]) == 0
+    table = (tmp_path / "tables" / "comparison.md").read_text()
+    assert table.startswith("**My suite**") and "| TIGER" in table and "SASRec" not in table
+    assert cli.main(["--tables", "--suite=quickstart", f"--output_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: no suite 'quickstart' ran into {tmp_path} (suites there: mine); "
+                                               "leave out --suite to tabulate every record")

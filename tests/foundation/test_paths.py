@@ -133,7 +133,7 @@ def test_cli_tables_and_suites_get_the_expanded_output_dir(tmp_path, monkeypatch
 
     monkeypatch.setenv("HOME", str(tmp_path))
     seen = []
-    monkeypatch.setattr(cli, "_build_tables", lambda output_dir: seen.append(output_dir) or 0)
+    monkeypatch.setattr(cli, "_build_tables", lambda output_dir, suite=None: seen.append(output_dir) or 0)
     monkeypatch.setattr(cli, "_run_suite", lambda own, overrides, output_dir: seen.append(output_dir) or 0)
     assert cli.main(["--tables", "--output_dir=~/out"]) == 0
     assert cli.main(["--suite=quickstart", "--output_dir=~/out"]) == 0
