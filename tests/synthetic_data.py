@@ -21,6 +21,18 @@ def write_sequences(root: Path, name: str, n_users: int = 40, n_items: int = 30,
     return root
 
 
+ITEM_CATEGORIES = ["Tools", "Tapes", "Lab Supplies", "Fasteners"]
+
+
+def write_item_text(root: Path, name: str, n_items: int = 30, seed: int = 1) -> None:
+    """Write ``root/name/name.item``, an Amazon-style item file (title, categories, brand) for text-capable models."""
+    rng = random.Random(seed)
+    lines = ["item_id:token\ttitle:token_seq\tcategories:token_seq\tbrand:token"]
+    lines += [f"i{i}\tWidget model {i} steel\tIndustrial,{rng.choice(ITEM_CATEGORIES)}\tBrand{i % 5}"
+              for i in range(n_items)]
+    (root / name / f"{name}.item").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 #: A tiny generative model (random 2+1-level IDs, 1+1-layer T5 of width 16, 1 epoch) on the CPU.
 TINY_GENERATIVE = {
     "sid_tokenizer": "random", "sid_levels": 2, "sid_codebook_size": 8,
@@ -40,3 +52,16 @@ def tiny_loaders(model: str, data_path: str, name: str, sid_cache, **overrides):
                                                  **TINY_GENERATIVE, **overrides})
     init_seed(config["seed"], True)
     return config, data_preparation(config, create_dataset(config))
+
+
+def tiny_model(model: str, data_path: str, name: str, sid_cache, **overrides):
+    """(config, model, (train, valid, test)): :func:`tiny_loaders` and the registered ``model`` built on them,
+    each after seeding."""
+    from recbole.utils import init_seed
+
+    from recbole_ext import registry
+
+    entry = registry.resolve(model)
+    config, (train, valid, test) = tiny_loaders(entry, data_path, name, sid_cache, **overrides)
+    init_seed(config["seed"], True)
+    return config, entry.model_class(config, train._dataset), (train, valid, test)

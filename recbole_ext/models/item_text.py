@@ -8,8 +8,8 @@
   the model's :class:`~recbole_ext.sid.vocab.SIDVocab` (``extra_offset``);
 * :func:`text_then_sid_pass` - ``[bos, text, SID]`` teacher-forced after the history, rows left-padded
   (texts differ in length): the mean token CE and the decoder states at each sentence's end;
-* :func:`greedy_text_prefix` - greedy text after the history until the model prefers a first SID
-  token: the explicit-reasoning decoding, left-padded for a SID beam after it.
+* :func:`text_prefix` - greedy (or sampled) text after the history until a first SID token is chosen:
+  the explicit-reasoning decoding, left-padded for a SID beam after it.
 """
 
 from __future__ import annotations
@@ -131,9 +131,11 @@ def text_then_sid_pass(s2s, enc: Tensor, mask: Tensor, text: Tensor, ends: Tenso
 
 
 @torch.no_grad()
-def greedy_text_prefix(s2s, enc: Tensor, mask: Tensor, max_tokens: int) -> tuple[Tensor, Tensor]:
-    """Greedy text after the history (text tokens only) until the model prefers a first SID token,
-    at most ``max_tokens`` -> left-padded ``[bos, text]`` [B, P] and its mask (False on padding)."""
+def text_prefix(s2s, enc: Tensor, mask: Tensor, max_tokens: int, temperature: float | None = None,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Text after the history (text tokens only) until a first SID token is chosen, at most ``max_tokens``
+    -> left-padded ``[bos, text]`` [B, P] and its mask (False on padding). ``temperature`` None: greedy
+    (the model's preferred token); else drawn from softmax(logits / temperature) with ``generator``."""
     from recbole_ext.generation.t5_decoder import T5CachedDecoder
 
     v, pad = s2s.vocab, s2s.vocab.pad
@@ -147,7 +149,12 @@ def greedy_text_prefix(s2s, enc: Tensor, mask: Tensor, max_tokens: int) -> tuple
     done = torch.zeros(b, dtype=torch.bool, device=enc.device)
     out = []
     for _ in range(max_tokens):
-        nxt = (dec.step(cur, log_probs=False)[:, 0] + allowed).argmax(dim=-1)  # [B]
+        logits = dec.step(cur, log_probs=False)[:, 0] + allowed  # [B, V]
+        if temperature is None:
+            nxt = logits.argmax(dim=-1)  # [B]
+        else:
+            probs = torch.softmax(logits.float() / max(temperature, 1e-6), dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(enc.device)  # [B]
         done = done | (nxt < v.extra_offset)
         out.append(torch.where(done, torch.full_like(nxt, pad), nxt))
         if bool(done.all()):

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from recbole_ext.rl.grpo import group_advantages, grpo_loss
-from recbole_ext.rl.rewards import combine_rewards
+from recbole_ext.rl.grpo import GRPOOutput, group_advantages, grpo_loss
+from recbole_ext.rl.rewards import combine_rewards, prefix_match_reward
 from recbole_ext.trainers.stages import CappedRepeatedBatches, Stage, StageSchedule, config_key
 
 
@@ -77,6 +77,21 @@ class RewardSet:
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+def sid_match_rewards(item_codes: Tensor, target_item: Tensor, tokens: Tensor, vocab, weights: dict) -> RewardSet:
+    """Rewards of SID rollouts ``tokens`` [N, m] for targets [B] (N = B*G, a user's G rollouts adjacent),
+    those of ``weights`` with a non-zero weight: ``hit`` (1 for the target's SID) and ``prefix_match``
+    (share of the target's codes matched from the start). ``item_codes`` [n_items, m]."""
+    g = tokens.shape[0] // target_item.shape[0]
+    gen = vocab.decode(tokens)  # [N, m]
+    tgt = item_codes[target_item].repeat_interleave(g, 0)  # [N, m]
+    comps: dict[str, Tensor] = {}
+    if weights.get("hit"):
+        comps["hit"] = (gen == tgt).all(dim=1).float()
+    if weights.get("prefix_match"):
+        comps["prefix_match"] = prefix_match_reward(gen, tgt) / gen.shape[1]
+    return RewardSet(comps, {n: float(weights[n]) for n in comps})
+
+
 @dataclass
 class Rollouts:
     """One batch of rollouts: B users x G samples, N = B*G rows in user-major order."""
@@ -95,6 +110,17 @@ class Rollouts:
     ref: Tensor | None = None  # [N, T] log-probs under the frozen reference
     advantages: Tensor | None = None  # [N], or [N, T] with rl_advantage: token
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
+class GRPOStep:
+    """One update of :meth:`GRPOStage.policy_step`; all None but ``stats`` when there were no rollouts."""
+
+    rollouts: Rollouts | None
+    new: Tensor | None  # [N, T] current policy's token log-probs, with gradient
+    states: Tensor | None  # what :meth:`GRPOStage.current_policy` returned third (e.g. decoder states)
+    out: GRPOOutput | None  # the clipped objective (``out.loss`` to minimise)
+    stats: dict[str, float]
 
 
 class GRPOModel(Protocol):
@@ -213,24 +239,42 @@ class GRPOStage(Stage):
         on_free = torch.arange(t, device=total.device) < self.free_steps  # [T]
         return torch.where(on_free[None, :], free[:, None], item[:, None]), stats
 
-    def loss(self, model: GRPOModel, interaction) -> Tensor:
-        """Eq. 20 (DeepSeekMath GRPO) on the batch's rollouts, negated to be minimised."""
+    def current_policy(self, model: GRPOModel, r: Rollouts) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The current policy on the rollouts ``r``, with gradient: (encoder states [B, L, D], token
+        log-probs [N, T], decoder states [N, T, D] or None). Stages whose rollouts are decoded otherwise
+        (after latent steps or a text prefix) override this."""
         cfg, g, s2s = self.config, self.config.group_size, model.seq2seq
-        current: dict[str, Tensor] = {}
+        enc = s2s.encode(r.ids, r.mask)
+        new, hidden = s2s.token_logprobs(enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0), r.tokens,
+                                         temperature=cfg.temperature, allowed=r.allowed)
+        return enc, new, hidden
 
-        def policy(r: Rollouts) -> tuple[Tensor, Tensor, Tensor]:  # the current policy, with gradient
-            enc = s2s.encode(r.ids, r.mask)
-            current["new"], hidden = s2s.token_logprobs(enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0),
-                                                        r.tokens, temperature=cfg.temperature, allowed=r.allowed)
-            return enc, current["new"], hidden
+    def policy_step(self, model: GRPOModel, interaction) -> GRPOStep:
+        """One update's Eq. 20: the batch's rollouts (sampled anew every ``updates_per_batch`` updates), the
+        current policy on them and the clipped objective with its statistics. Rollouts may be None (a batch
+        a stage's :meth:`rollouts` skips); then so is the objective."""
+        cfg = self.config
+        current: dict[str, Any] = {}
+
+        def policy(r: Rollouts) -> tuple[Tensor, Tensor, Tensor | None]:
+            current["enc"], current["new"], current["states"] = self.current_policy(model, r)
+            return current["enc"], current["new"], current["states"]
 
         if self._rollouts is None or self._uses >= max(1, cfg.updates_per_batch):
             self._rollouts, self._uses = self.rollouts(model, interaction, policy), 0
         r = self._rollouts
         self._uses += 1
-        new = current["new"] if "new" in current else policy(r)[1]
-        out = grpo_loss(new, r.old, r.ref, r.advantages, clip_eps=cfg.clip_eps, beta=cfg.kl_beta,
+        if r is None:
+            return GRPOStep(None, None, None, None, {})
+        if "new" not in current:  # a reused batch, or the rollouts did not call the policy
+            policy(r)
+        out = grpo_loss(current["new"], r.old, r.ref, r.advantages, clip_eps=cfg.clip_eps, beta=cfg.kl_beta,
                         kl_estimator=cfg.kl_estimator, level=cfg.level)
-        self.add_statistics(dict(r.stats, kl=float(out.kl), clip_fraction=float(out.clip_fraction),
-                                 ratio=float(out.ratio_mean)))
-        return out.loss
+        stats = dict(r.stats, kl=float(out.kl), clip_fraction=float(out.clip_fraction), ratio=float(out.ratio_mean))
+        return GRPOStep(r, current["new"], current["states"], out, stats)
+
+    def loss(self, model: GRPOModel, interaction) -> Tensor:
+        """Eq. 20 (DeepSeekMath GRPO) on the batch's rollouts, negated to be minimised."""
+        step = self.policy_step(model, interaction)
+        self.add_statistics(step.stats)
+        return step.out.loss

@@ -3,43 +3,27 @@
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
 import torch
-from synthetic_data import TINY_GENERATIVE, write_sequences
+from synthetic_data import TINY_GENERATIVE, tiny_model, write_item_text, write_sequences
 
 TINY = {**TINY_GENERATIVE, "sid_collision_codebook_size": 4, "rl_group_size": 4, "text_vocab_size": 300,
         "dropout_prob": 0.0}
-CATEGORIES = ["Tools", "Tapes", "Lab Supplies", "Fasteners"]
 
 
 @pytest.fixture
 def text_dataset(tmp_path):
     """The tiny sequences plus an Amazon-style item file (title, categories, brand)."""
     write_sequences(tmp_path / "data", "tiny")
-    rng = random.Random(1)
-    lines = ["item_id:token\ttitle:token_seq\tcategories:token_seq\tbrand:token"]
-    lines += [f"i{i}\tWidget model {i} steel\tIndustrial,{rng.choice(CATEGORIES)}\tBrand{i % 5}" for i in range(30)]
-    (tmp_path / "data" / "tiny" / "tiny.item").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_item_text(tmp_path / "data", "tiny")
     return str(tmp_path / "data"), "tiny"
 
 
 def build(data_path, name, tmp_path, **overrides):
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
-    from recbole_ext import registry
-    from recbole_ext.config import ExtConfig
-
-    config = ExtConfig(registry.resolve("LASAR"), name, config_dict={
-        "data_path": data_path, "sid_cache_dir": str(tmp_path / "sid"), **TINY, **overrides})
-    init_seed(config["seed"], True)
-    train, valid, test = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], True)
-    model = registry.resolve("LASAR").model_class(config, train._dataset)
-    return config, model, (train, valid, test)
+    config, model, loaders = tiny_model("LASAR", data_path, name, tmp_path / "sid", **{**TINY, **overrides})
+    return config, model, loaders
 
 
 def first(loader):

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recbole_ext.models.item_text import greedy_text_prefix, text_then_sid_pass
+from recbole_ext.models.item_text import text_prefix, text_then_sid_pass
 from recbole_ext.models.lasar.stages import (
     GroundConfig,
     GroundStage,
@@ -270,7 +270,7 @@ class LASAR(SIDGenerativeRecommender):
         mode = (self.test_variant or self.settings.test_decoding) if self.evaluating_test else "latent"
         self.decode_mode = mode
         if mode == "explicit":
-            tokens, real = greedy_text_prefix(s2s, enc, dmask, self.settings.explicit_max_tokens)  # [B, P]
+            tokens, real = text_prefix(s2s, enc, dmask, self.settings.explicit_max_tokens)  # [B, P]
             self.cot_tokens += int(real.sum()) - tokens.shape[0]  # generated text tokens (bos excluded)
             dec = T5CachedDecoder(t5, enc, dmask, tokens.shape[1] + self.m)
 

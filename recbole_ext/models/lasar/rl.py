@@ -19,7 +19,7 @@ and cap, reward normalisation and advantages, statistics) where LASAR differs:
   ``rl_step_cost`` x k, baseline = the mean over the user's G rollouts, entropy bonus
   ``rl_depth_entropy``.
 
-Rewards (:func:`lasar_rewards`, weighted by ``rl_reward_weights``): ``hit`` (1 for the target)
+Rewards (:func:`~recbole_ext.trainers.grpo_stage.sid_match_rewards`, weighted by ``rl_reward_weights``): ``hit`` (1 for the target)
 and ``prefix_match`` (the share of the target's m codes matched from the start, the partial credit).
 """
 
@@ -35,10 +35,9 @@ from recbole_ext.generation.sampling import sample_sequences
 from recbole_ext.generation.t5_decoder import T5CachedDecoder
 from recbole_ext.models.lasar.stages import LASARRLConfig
 from recbole_ext.rl.alignment import bidirectional_kl
-from recbole_ext.rl.grpo import grpo_loss
 from recbole_ext.rl.reinforce import reinforce_loss
-from recbole_ext.rl.rewards import combine_rewards, prefix_match_reward
-from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage, RewardSet, Rollouts
+from recbole_ext.rl.rewards import combine_rewards
+from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage, Rollouts, sid_match_rewards
 from recbole_ext.trainers.stages import StageSchedule
 
 #: rewards LASAR's RL knows; a weight of 0 turns one off
@@ -53,19 +52,6 @@ class LatentRollouts(Rollouts):
     final_anchor: Tensor | None = None  # [N, D] final CoT anchor of the rollout's sample (no gradient)
     rec_reward: Tensor | None = None  # [N] weighted recommendation reward (before group normalisation)
     last: Tensor | None = None  # [N, D] last latent output under the sampling policy
-
-
-def lasar_rewards(item_codes: Tensor, target_item: Tensor, tokens: Tensor, vocab, weights: dict) -> RewardSet:
-    """hit and prefix-match rewards of rollouts ``tokens`` [N, m] for targets [B] (N = B*G)."""
-    g = tokens.shape[0] // target_item.shape[0]
-    gen = vocab.decode(tokens)  # [N, m]
-    tgt = item_codes[target_item].repeat_interleave(g, 0)  # [N, m]
-    comps: dict[str, Tensor] = {}
-    if weights.get("hit"):
-        comps["hit"] = (gen == tgt).all(dim=1).float()
-    if weights.get("prefix_match"):
-        comps["prefix_match"] = prefix_match_reward(gen, tgt) / gen.shape[1]
-    return RewardSet(comps, {n: float(weights[n]) for n in comps})
 
 
 def depth_policy_loss(logits: Tensor, depth: Tensor, rec_reward: Tensor, step_cost: float, entropy_coef: float):
@@ -140,37 +126,30 @@ class LASARRLStage(GRPOStage):
                 _, anchors = model.cot_pass(ro.enc, mask, cot, ends, model.target_tokens(interaction), with_loss=False)
                 final = anchors.gather(1, (n_sent - 1)[:, None, None].expand(-1, 1, anchors.shape[-1]))[:, 0]
                 ro.final_anchor = final.repeat_interleave(g, 0)  # [N, D]
-            rewards = lasar_rewards(s2s.item_codes, interaction[model.POS_ITEM_ID], tokens, model.vocab,
+            rewards = sid_match_rewards(s2s.item_codes, interaction[model.POS_ITEM_ID], tokens, model.vocab,
                                     dict(self.lasar.reward_weights))
             ro.rec_reward = combine_rewards(rewards.components, rewards.weights)[0]  # [N]
             ro.advantages, ro.stats = self.advantages(rewards, b, g, m)
             ro.stats["depth_mean"] = float(depth.float().mean())
         return ro
 
+    def current_policy(self, model, r: LatentRollouts) -> tuple[Tensor, Tensor, Tensor]:
+        """The current policy after each rollout's latent steps: (encoder states [B, L, D], SID token
+        log-probs [N, m], last latent output [N, D]), with gradient."""
+        cfg, g, s2s = self.config, self.config.group_size, model.seq2seq
+        enc = s2s.encode(r.ids, r.mask)
+        new, last = model.sid_logprobs(enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0), r.depth, r.tokens,
+                                       r.allowed, cfg.temperature)
+        return enc, new, last
+
     def loss(self, model, interaction) -> Tensor:
-        cfg, g, s2s, lc = self.config, self.config.group_size, model.seq2seq, self.lasar
-        current: dict[str, Tensor] = {}
-
-        def policy(r: LatentRollouts) -> tuple[Tensor, Tensor, Tensor]:  # the current policy, with gradient
-            enc = s2s.encode(r.ids, r.mask)
-            current["new"], current["last"] = model.sid_logprobs(
-                enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0), r.depth, r.tokens, r.allowed,
-                cfg.temperature)
-            return enc, current["new"], current["last"]
-
-        if self._rollouts is None or self._uses >= max(1, cfg.updates_per_batch):
-            self._rollouts, self._uses = self.rollouts(model, interaction, policy), 0
-        r = self._rollouts
-        self._uses += 1
-        if "new" not in current:
-            policy(r)
-        out = grpo_loss(current["new"], r.old, r.ref, r.advantages, clip_eps=cfg.clip_eps, beta=cfg.kl_beta,
-                        kl_estimator=cfg.kl_estimator, level=cfg.level)
-        loss = out.loss
-        stats = dict(r.stats, kl=float(out.kl), clip_fraction=float(out.clip_fraction), ratio=float(out.ratio_mean))
+        s2s, lc = model.seq2seq, self.lasar
+        step = self.policy_step(model, interaction)
+        r, last = step.rollouts, step.states  # last latent output [N, D]
+        loss, stats = step.out.loss, step.stats
         deep = r.depth > 0
         if lc.align_weight and r.final_anchor is not None and bool(deep.any()):
-            align = bidirectional_kl(s2s.logits(current["last"][deep]), s2s.logits(r.final_anchor[deep])).mean()
+            align = bidirectional_kl(s2s.logits(last[deep]), s2s.logits(r.final_anchor[deep])).mean()
             loss = loss + lc.align_weight * align
             stats["align"] = float(align.detach())
         if lc.depth_weight and model.settings.depth_mode == "policy" and self._uses == 1:
@@ -183,4 +162,4 @@ class LASARRLStage(GRPOStage):
         return loss
 
 
-__all__ = ["REWARDS", "LASARRLStage", "LatentRollouts", "depth_policy_loss", "lasar_rewards"]
+__all__ = ["REWARDS", "LASARRLStage", "LatentRollouts", "depth_policy_loss"]

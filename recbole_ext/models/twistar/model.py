@@ -258,12 +258,12 @@ class TwiSTAR(SIDGenerativeRecommender):
     @torch.no_grad()
     def slow_list(self, interaction) -> tuple[Tensor, Tensor]:
         """Greedy justification, then the SID beam -> items [B, num_beams] and justification lengths [B]."""
-        from recbole_ext.models.item_text import greedy_text_prefix
+        from recbole_ext.models.item_text import text_prefix
         from recbole_ext.models.twistar.slow import sid_beams_after_prefix
 
         ids, mask = self.slow_inputs(interaction)
         enc, dmask = self.slow.encode_for_decoding(ids, mask)
-        prefix, real = greedy_text_prefix(self.slow, enc, dmask, self.settings.slow_max_tokens)  # [B, P]
+        prefix, real = text_prefix(self.slow, enc, dmask, self.settings.slow_max_tokens)  # [B, P]
         out = sid_beams_after_prefix(self.slow, enc, dmask, prefix, real, self.num_beams, self.constrained)
         return out.items, real.sum(1) - 1
 
@@ -271,7 +271,8 @@ class TwiSTAR(SIDGenerativeRecommender):
     def sampled_hits(self, interaction, cfg: SlowSFTConfig, generator: torch.Generator) -> Tensor:
         """Self-filtering check: G sampled justifications per row, each followed by a SID beam of
         ``filter_topk`` -> [B, G] bool (the target among those beams)."""
-        from recbole_ext.models.twistar.slow import sample_text_prefix, sid_beams_after_prefix
+        from recbole_ext.models.item_text import text_prefix
+        from recbole_ext.models.twistar.slow import sid_beams_after_prefix
 
         was = self.slow.training
         self.slow.eval()
@@ -280,8 +281,8 @@ class TwiSTAR(SIDGenerativeRecommender):
             ids, mask = self.slow_inputs(interaction)
             ids, mask = ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0)
             enc, dmask = self.slow.encode_for_decoding(ids, mask)
-            prefix, real = sample_text_prefix(self.slow, enc, dmask, self.settings.slow_max_tokens,
-                                              cfg.filter_temperature, generator)
+            prefix, real = text_prefix(self.slow, enc, dmask, self.settings.slow_max_tokens,
+                                       cfg.filter_temperature, generator)
             out = sid_beams_after_prefix(self.slow, enc, dmask, prefix, real, cfg.filter_topk, self.constrained)
             target = interaction[self.POS_ITEM_ID].repeat_interleave(g, 0)
             return (out.items == target[:, None]).any(1).view(-1, g)

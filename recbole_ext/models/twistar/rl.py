@@ -27,10 +27,9 @@ from torch import Tensor
 from recbole_ext.generation.latent import PrefixedDecoder, token_prefix_steps
 from recbole_ext.generation.sampling import sample_sequences
 from recbole_ext.generation.t5_decoder import T5CachedDecoder
-from recbole_ext.models.item_text import greedy_text_prefix
+from recbole_ext.models.item_text import text_prefix
 from recbole_ext.models.twistar.slow import ladder_rewards, sid_logprobs_after_prefix
 from recbole_ext.models.twistar.stages import SlowRLConfig
-from recbole_ext.rl.grpo import grpo_loss
 from recbole_ext.trainers.grpo_stage import GRPOConfig, GRPOStage, Rollouts
 from recbole_ext.trainers.stages import StageSchedule
 
@@ -73,7 +72,7 @@ class SlowRLStage(GRPOStage):
         with torch.no_grad():
             ids, mask = model.slow_inputs(interaction)
             dec_enc, dec_mask = s2s.encode_for_decoding(ids, mask)
-            prefix, real = greedy_text_prefix(s2s, dec_enc, dec_mask, model.settings.slow_max_tokens)  # [B, P]
+            prefix, real = text_prefix(s2s, dec_enc, dec_mask, model.settings.slow_max_tokens)  # [B, P]
             dec = T5CachedDecoder(s2s.t5, dec_enc, dec_mask, prefix.shape[1] + s2s.vocab.n_levels)
             prefixed = PrefixedDecoder(dec, lambda log_probs: token_prefix_steps(dec, s2s.t5.shared, prefix, real,
                                                                                  log_probs))
@@ -103,26 +102,18 @@ class SlowRLStage(GRPOStage):
             ro.stats["justification_tokens"] = float((ro.real.sum(1) - 1).float().mean())
         return ro
 
-    def loss(self, model, interaction) -> Tensor:
+    def current_policy(self, model, r: PrefixRollouts) -> tuple[Tensor, Tensor, None]:
+        """The current policy on the SID after each rollout's justification: (encoder states [B, L, D], SID
+        token log-probs [N, m], None), with gradient."""
         cfg, g, s2s = self.config, self.config.group_size, model.slow
-        current: dict[str, Tensor] = {}
+        enc = s2s.encode(r.ids, r.mask)
+        new = sid_logprobs_after_prefix(s2s, enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0), r.prefix,
+                                        r.real, r.tokens, r.allowed, temperature=cfg.temperature)
+        return enc, new, None
 
-        def policy(r: PrefixRollouts) -> tuple[Tensor, Tensor, None]:  # the current policy, with gradient
-            enc = s2s.encode(r.ids, r.mask)
-            current["new"] = sid_logprobs_after_prefix(s2s, enc.repeat_interleave(g, 0), r.mask.repeat_interleave(g, 0),
-                                                       r.prefix, r.real, r.tokens, r.allowed,
-                                                       temperature=cfg.temperature)
-            return enc, current["new"], None
-
-        if self._rollouts is None or self._uses >= max(1, cfg.updates_per_batch):
-            self._rollouts, self._uses = self.rollouts(model, interaction, policy), 0
-        r = self._rollouts
-        self._uses += 1
-        if r is None:  # a batch of held-out rows only
-            return sum(p.sum() for p in s2s.parameters()) * 0.0
-        new = current["new"] if "new" in current else policy(r)[1]
-        out = grpo_loss(new, r.old, r.ref, r.advantages, clip_eps=cfg.clip_eps, beta=cfg.kl_beta,
-                        kl_estimator=cfg.kl_estimator, level=cfg.level)
-        self.add_statistics(dict(r.stats, kl=float(out.kl), clip_fraction=float(out.clip_fraction),
-                                 ratio=float(out.ratio_mean)))
-        return out.loss
+    def loss(self, model, interaction) -> Tensor:
+        step = self.policy_step(model, interaction)
+        if step.out is None:  # a batch of held-out rows only
+            return sum(p.sum() for p in model.slow.parameters()) * 0.0
+        self.add_statistics(step.stats)
+        return step.out.loss

@@ -7,10 +7,10 @@ semantic IDs whose vocabulary adds text tokens (:class:`~recbole_ext.models.item
   (:mod:`recbole_ext.models.twistar.knowledge`) as text tokens, compacted (:func:`compact_tokens`);
 * output: ``[bos, justification, SID]``; the justification is the rationale generator's sentences
   (:mod:`recbole_ext.rationale`, as LASAR's CoT), or empty where self-filtering dropped it;
-* decoding: a greedy justification (:func:`~recbole_ext.models.item_text.greedy_text_prefix`), then a
+* decoding: a greedy justification (:func:`~recbole_ext.models.item_text.text_prefix`), then a
   trie-constrained SID beam after it (:func:`sid_beams_after_prefix`);
 * self-filtering (:func:`self_filter`): a sample keeps its rationale target only where one of the
-  model's sampled justifications (:func:`sample_text_prefix`) led to a hit;
+  model's sampled justifications (:func:`~recbole_ext.models.item_text.text_prefix` with a temperature) led to a hit;
 * RL: GRPO on the SID tokens after the greedy justification, rewarded by the prefix ladder
   (:func:`ladder_rewards`: hit + the share of the target's codes matched from the start).
 """
@@ -24,10 +24,9 @@ from recbole_ext.generation.beam_search import BeamSearchOutput, beam_search
 from recbole_ext.generation.latent import PrefixedDecoder, token_prefix_steps
 from recbole_ext.generation.t5_decoder import T5CachedDecoder
 from recbole_ext.rl.grpo import token_logprobs
-from recbole_ext.rl.rewards import prefix_match_reward
-from recbole_ext.trainers.grpo_stage import RewardSet
+from recbole_ext.trainers.grpo_stage import RewardSet, sid_match_rewards
 
-__all__ = ["REWARDS", "compact_tokens", "ladder_rewards", "sample_text_prefix", "self_filter",
+__all__ = ["REWARDS", "compact_tokens", "ladder_rewards", "self_filter",
            "sid_beams_after_prefix", "sid_logprobs_after_prefix"]
 
 #: the slow model's RL rewards; a weight of 0 turns one off
@@ -54,40 +53,6 @@ def self_filter(text: Tensor, ends: Tensor, hits: Tensor, pad: int) -> tuple[Ten
     rationale (all ``pad``, ends -1), so they are trained to write the SID straight away."""
     keep = hits.bool().any(dim=1)  # [B]
     return text.masked_fill(~keep[:, None], pad), ends.masked_fill(~keep[:, None], -1), keep
-
-
-@torch.no_grad()
-def sample_text_prefix(s2s, enc: Tensor, mask: Tensor, max_tokens: int, temperature: float,
-                       generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Sampled text after the history (text tokens only, from softmax(logits / temperature)) until a
-    first SID token is drawn, at most ``max_tokens`` -> left-padded ``[bos, text]`` [B, P] and its
-    mask (False on padding), as :func:`~recbole_ext.models.item_text.greedy_text_prefix` returns."""
-    v, pad = s2s.vocab, s2s.vocab.pad
-    b = enc.shape[0]
-    dec = T5CachedDecoder(s2s.t5, enc, mask, max_tokens + 1)
-    lo0, hi0 = v.level_range(0)
-    allowed = torch.full((v.vocab_size,), float("-inf"), device=enc.device)
-    allowed[v.extra_offset :] = 0.0  # text tokens
-    allowed[lo0:hi0] = 0.0  # or the first SID token: the text ends
-    cur = torch.full((b, 1), v.bos, dtype=torch.long, device=enc.device)
-    done = torch.zeros(b, dtype=torch.bool, device=enc.device)
-    out = []
-    for _ in range(max_tokens):
-        logits = dec.step(cur, log_probs=False)[:, 0].float() + allowed  # [B, V]
-        probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
-        nxt = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(enc.device)  # [B]
-        done = done | (nxt < v.extra_offset)
-        out.append(torch.where(done, torch.full_like(nxt, pad), nxt))
-        if bool(done.all()):
-            break
-        cur = nxt[:, None]
-    text = torch.stack(out, dim=1) if out else cur.new_zeros(b, 0)  # [B, P-1]
-    n = (text != pad).sum(dim=1)  # [B]
-    width = text.shape[1]
-    seq = torch.cat([cur.new_full((b, 1), v.bos), text], dim=1)  # [B, P] right-padded
-    pos = torch.arange(width + 1, device=enc.device)[None, :] - (width - n)[:, None]
-    left = torch.where(pos >= 0, seq.gather(1, pos.clamp(min=0)), torch.full_like(seq, pad))
-    return left, pos >= 0
 
 
 @torch.no_grad()
@@ -126,12 +91,4 @@ def ladder_rewards(item_codes: Tensor, target_item: Tensor, tokens: Tensor, voca
     unknown = set(weights) - set(REWARDS)
     if unknown:
         raise ValueError(f"unknown slow_rl_reward_weights {sorted(unknown)}; known: {REWARDS}")
-    g = tokens.shape[0] // target_item.shape[0]
-    gen = vocab.decode(tokens)  # [N, m]
-    tgt = item_codes[target_item].repeat_interleave(g, 0)  # [N, m]
-    comps: dict[str, Tensor] = {}
-    if weights.get("hit"):
-        comps["hit"] = (gen == tgt).all(dim=1).float()
-    if weights.get("prefix_match"):
-        comps["prefix_match"] = prefix_match_reward(gen, tgt) / gen.shape[1]
-    return RewardSet(comps, {n: float(weights[n]) for n in comps})
+    return sid_match_rewards(item_codes, target_item, tokens, vocab, weights)
