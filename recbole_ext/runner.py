@@ -132,7 +132,9 @@ def run(
         import torch
 
         rank, world, local_rank, ip, port = torchrun
-        use_cuda = torch.cuda.is_available() and str((overrides or {}).get("gpu_id", "0")) != ""
+        asked = overrides or {}  # --use_gpu=False or an empty --gpu_id keep a GPU machine's torchrun on gloo
+        use_cuda = (torch.cuda.is_available() and str(asked.get("gpu_id", "0")) != ""
+                    and str(asked.get("use_gpu", True)).lower() != "false")
         distributed.init(rank, world, local_rank, use_cuda, ip, port, "torchrun")
     compat.apply()
     from recbole_ext.config import PATH_KEYS, ExtConfig, load_yaml_file, resolve_paths
@@ -151,6 +153,13 @@ def run(
 
     setup_logging(level=overrides.get("state", "INFO"))  # stderr only until the run folder exists
     resolved = resolve(model)  # unknown model → UnknownModelError, before any work
+    ranks = int(nproc) if distributed.current() is None else distributed.world_size()
+    why_not = getattr(resolved.model_class, "DATA_PARALLEL_UNSUPPORTED", None)
+    if ranks > 1 and why_not:
+        from recbole_ext.validate import ConfigValueError
+
+        raise ConfigValueError(f"{resolved.name} does not train data-parallel ({why_not}); run it in one process "
+                               "(no --nproc, no torchrun)")
     target = record_path(output_dir, dataset, resolved.name, run_id)
     if target.exists():
         raise RecordExistsError(f"{target} exists; records are never overwritten (pick another --run_id)")

@@ -71,9 +71,11 @@ def check_keys_in_interactions(path: str | os.PathLike, inter_file: str | os.Pat
     try:
         with open(path, encoding="utf-8") as f:
             keys = list(json.load(f))
-        header = pd.read_csv(inter_file, sep="\t", nrows=0).columns
     except (OSError, json.JSONDecodeError, TypeError) as e:
-        raise SIDFileError(f"{path}: cannot read the ID file or {inter_file}: {e}") from e
+        raise SIDFileError(f"{path}: cannot read the ID file: {e}") from e
+    if not os.path.isfile(inter_file):
+        return  # another layout (e.g. RecBole's benchmark_filename splits): load_index_json checks after loading
+    header = pd.read_csv(inter_file, sep="\t", nrows=0).columns
     column = next((c for c in header if str(c).split(":")[0] == item_field), None)
     if column is None:
         return  # an item column named otherwise: load_index_json checks after loading

@@ -53,7 +53,8 @@ from recbole_ext.trainers.stages import Stage, read_config, select_stages
 
 logger = logging.getLogger(__name__)
 
-#: Bump when a change of the code changes what a stage trains (invalidates every cached stage).
+#: Bump when a change of the code changes what a stage trains (invalidates every cached stage; a change
+#: to one model's stages bumps that model class's ``STAGE_CACHE_REVISION`` instead).
 STAGE_CACHE_VERSION = 2
 #: Config keys that cannot change what a stage trains: where things are written, which device and
 #: logging (:data:`~recbole_ext.config.RUN_LOCAL_KEYS`), the stage selection and cache switch, and
@@ -124,6 +125,9 @@ class StagedTrainer(GenerativeTrainer):
         shared = {k: v for k, v in cfg.items() if k not in claimed and k not in NOT_TRAINING_KEYS}
         h = hashlib.sha256()
         h.update(repr((STAGE_CACHE_VERSION, canonical(shared))).encode())
+        revision = getattr(type(self.model), "STAGE_CACHE_REVISION", 0)  # one model's own bumps (0: none yet)
+        if revision:  # enters only when set, so the other models' cached stages stay valid
+            h.update(repr(("model revision", revision)).encode())
         h.update(self.model.seq2seq.item_codes.detach().cpu().numpy().tobytes())
         h.update(repr((self.model.n_items, self._n_train)).encode())
         return h.hexdigest()[:20]

@@ -142,3 +142,16 @@ def test_non_finite_loss_is_one_line_and_keeps_the_best_checkpoint(tiny_dataset,
     last = err.strip().splitlines()[-1]
     assert rc == 2 and last.startswith("error: ") and "the best checkpoint so far" in last and "Traceback" not in err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_early_sid_key_check_leaves_other_dataset_layouts_to_the_loader(tmp_path):
+    """No ``<dataset>.inter`` (e.g. RecBole's benchmark_filename splits): the early check steps aside; an
+    unreadable ID file is still one SIDFileError."""
+    from recbole_ext.sid.external import SIDFileError, check_keys_in_interactions
+
+    ids = tmp_path / "ids.index.json"
+    ids.write_text(json.dumps({"i1": ["<a_1>", "<b_2>"]}))
+    assert check_keys_in_interactions(ids, tmp_path / "absent.inter", "item_id") is None
+    ids.write_text("{not json")
+    with pytest.raises(SIDFileError, match=r"cannot read the ID file"):
+        check_keys_in_interactions(ids, tmp_path / "absent.inter", "item_id")

@@ -182,6 +182,16 @@ def test_stream_rec_all_stages_on_two_ranks(tiny_dataset, tmp_path):
     assert len(list((tmp_path / "stages").rglob("*.pt"))) == 3  # rank 0 cached each stage once
 
 
+def test_a_model_that_cannot_run_data_parallel_is_refused_before_any_work(tiny_dataset, tmp_path):
+    """TwiSTAR builds its planner table from the rows a rank sees: with --nproc it is refused, one line."""
+    from recbole_ext.validate import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=r"^TwiSTAR does not train data-parallel \(its planner table.*"
+                                               r"run it in one process"):
+        _run("TwiSTAR", tiny_dataset, tmp_path, "tw", **TINY)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.json"))
+
+
 # --- (4) a failing rank --------------------------------------------------------------------------------
 @pytest.fixture
 def failing_plugin():

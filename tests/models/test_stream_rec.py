@@ -435,6 +435,13 @@ def test_stage_keys_come_from_the_typed_configs(tiny_dataset, tmp_path):
     assert trainer.data_key() == key
     trainer.config.final_config_dict["some_new_model_key"] = 1  # nobody claims it: data key changes
     assert trainer.data_key() != key
+    key = trainer.data_key()
+    type(model).STAGE_CACHE_REVISION = 1  # a model's own code revision: its cached stages no longer match
+    try:
+        assert trainer.data_key() != key
+    finally:
+        del type(model).STAGE_CACHE_REVISION
+    assert trainer.data_key() == key  # no revision: the key as before
 
 
 def test_missing_config_key_is_named(tiny_dataset, tmp_path):

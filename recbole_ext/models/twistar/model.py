@@ -25,10 +25,15 @@ Tools (:mod:`recbole_ext.models.twistar.routing`: FAST, RANK, SLOW):
   held-out rows when the planner stage begins (``tool_cost``, a buffer: it travels with the weights).
 
 Held-out training prefixes: a fixed share (``twistar_holdout_ratio``) of the training rows, picked by
-a hash of (user id, history length) (:func:`holdout_rows`: the same for every seed), is never used
+a hash of the row's content (user id, visible history, target: :func:`holdout_rows`, the same for every
+seed), is never used
 to train the fast model (nor the slow one); the ranker's and the planner's labels come from those
 rows only, never from validation or test targets. The ranker is trained on the same rows the
-planner's RL reward later scores, so its NDCG there is in-sample (a documented simplification).
+planner's RL reward later scores, so its NDCG there is in-sample (a documented simplification). The
+Swing neighbours behind the collaborative sentences come from every training row, a held-out row's own
+target included (no leave-one-out): for a long-tail item that one co-occurrence can decide its top
+neighbour, so the slow tool's NDCG on held-out rows may be a little optimistic (a known simplification;
+test users' targets are never in the training rows).
 
 Evaluation (:meth:`TwiSTAR.full_sort_predict`): per stage (``route_mode``, set by the stage) always
 fast / fast+rank / slow, or routed: the fast beam search for every user (the features), the planner
@@ -73,24 +78,36 @@ logger = logging.getLogger(__name__)
 RECORD_TOPK = (5, 10)
 
 
-def holdout_rows(user_ids: Tensor, lengths: Tensor, ratio: float) -> Tensor:
-    """[R] bool: the training rows held out from the fast model, by a splitmix64 hash of (user id,
-    history length) (no RNG: the same rows for every seed and batch order)."""
-    u = user_ids.detach().cpu().numpy().astype(np.uint64)
-    n = lengths.detach().cpu().numpy().astype(np.uint64)
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 values (elementwise)."""
     with np.errstate(over="ignore"):
-        x = (u << np.uint64(20)) ^ n
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    share = (x >> np.uint64(11)).astype(np.float64) / float(2**53)  # uniform in [0, 1)
+        return x ^ (x >> np.uint64(31))
+
+
+def row_hash(user_ids: Tensor, history: Tensor, target: Tensor) -> np.ndarray:
+    """[R] uint64: a hash of each training row's content (user id, its visible history [R, L], target
+    item). Rows differ in content even where RecBole caps the history length (every row past
+    ``MAX_ITEM_LIST_LENGTH`` has the same length); rows of equal content are the same sample."""
+    x = _mix(user_ids.detach().cpu().numpy().astype(np.uint64))
+    with np.errstate(over="ignore"):
+        for column in history.detach().cpu().numpy().astype(np.uint64).T:  # [R] per history position
+            x = _mix(x ^ column)
+        return _mix(x ^ target.detach().cpu().numpy().astype(np.uint64))
+
+
+def holdout_rows(user_ids: Tensor, history: Tensor, target: Tensor, ratio: float) -> Tensor:
+    """[R] bool: the training rows held out from the fast model, by :func:`row_hash` (no RNG: the same
+    rows for every seed and batch order; about ``ratio`` of them)."""
+    share = (row_hash(user_ids, history, target) >> np.uint64(11)).astype(np.float64) / float(2**53)  # [0, 1)
     return torch.from_numpy(share < ratio).to(user_ids.device)
 
 
 @dataclass
 class PlannerTable:
-    """The planner's training rows (held-out training rows only), H rows sorted by (user, length)."""
+    """The planner's training rows (held-out training rows only), H rows sorted by user, then by content hash."""
 
     users: Tensor  # [H] user ids
     lengths: Tensor  # [H] history lengths
@@ -100,6 +117,7 @@ class PlannerTable:
     ndcg: Tensor  # [H, 3] NDCG@10 of each tool's list
     oracle: Tensor  # [H] the pure oracle tool (no up-routing)
     cost: Tensor  # [3] measured seconds per user of each tool
+    keys: Tensor  # [H] int64: each row's :func:`row_hash` (its identity: unique per distinct row)
 
     def notes(self) -> dict:
         from recbole_ext.models.twistar.routing import tool_shares
@@ -116,6 +134,13 @@ class TwiSTAR(SIDGenerativeRecommender):
     supports_target_eos = True  # the fast tool is TIGER
     #: keys that change only the test pass: a cached stage is reused and tested with them
     TEST_ONLY_KEYS = frozenset({"twistar_compare_fixed"})
+    #: bumped when the code changes what a TwiSTAR stage trains (the stage cache's key): 1 = hold-out rows
+    #: by row content (before: by user and capped history length)
+    STAGE_CACHE_REVISION = 1
+    #: read by the runner: ``--nproc``/torchrun refuse TwiSTAR with this reason. Each rank would build the
+    #: planner table from its own shard of the held-out rows (different sizes: the per-step gradient
+    #: all-reduce would fall out of step; different scalers and tool costs per rank).
+    DATA_PARALLEL_UNSUPPORTED = "its planner table, scaler and tool costs would be built per rank from that rank's rows"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # the fast T5 first: the same initial weights as TIGER for a seed
@@ -177,7 +202,8 @@ class TwiSTAR(SIDGenerativeRecommender):
 
     def holdout_mask(self, interaction) -> Tensor:
         """[B] bool: the batch's held-out training rows (:func:`holdout_rows`)."""
-        return holdout_rows(interaction[self.USER_ID], interaction[self.ITEM_SEQ_LEN], self.settings.holdout_ratio)
+        return holdout_rows(interaction[self.USER_ID], interaction[self.ITEM_SEQ], interaction[self.ITEM_ID],
+                            self.settings.holdout_ratio)
 
     # --- fast tool -------------------------------------------------------------------------------
     def fast_loss(self, interaction, exclude_holdout: bool = True) -> Tensor:
@@ -295,7 +321,7 @@ class TwiSTAR(SIDGenerativeRecommender):
 
         ``keep`` None (warm epochs): every row's rationale is its target. Otherwise self-filtering: the
         first ``filter_rows`` rows of the batch are checked again (:meth:`sampled_hits`) and the
-        decision stored in ``keep`` by (user, length); a row keeps its rationale iff its last decision
+        decision stored in ``keep`` by the row's :func:`row_hash`; a row keeps its rationale iff its last decision
         says a sampled justification led to a hit (rows never checked keep theirs)."""
         from recbole_ext.models.item_text import text_then_sid_pass
         from recbole_ext.models.twistar.slow import self_filter
@@ -308,15 +334,14 @@ class TwiSTAR(SIDGenerativeRecommender):
                                                   interaction[self.POS_ITEM_ID], offset, pad)
         stats: dict = {}
         if keep is not None:
-            users = interaction[self.USER_ID].tolist()
-            lengths = interaction[self.ITEM_SEQ_LEN].tolist()
-            n_check = min(cfg.filter_rows, len(users))
+            rows = row_hash(interaction[self.USER_ID], interaction[self.ITEM_SEQ], interaction[self.ITEM_ID]).tolist()
+            n_check = min(cfg.filter_rows, len(rows))
             if n_check:
                 hits = self.sampled_hits(interaction[torch.arange(n_check)], cfg, generator)  # [n, G]
                 for r, hit in enumerate(hits.any(1).tolist()):
-                    keep[(users[r], lengths[r])] = bool(hit)
+                    keep[rows[r]] = bool(hit)
                 stats["filter_hit_rate"] = hits.float().mean()
-            decided = torch.tensor([keep.get((u, n), True) for u, n in zip(users, lengths)], device=cot.device)
+            decided = torch.tensor([keep.get(r, True) for r in rows], device=cot.device)
             cot, ends, kept = self_filter(cot, ends, decided[:, None], pad)
             stats["rationale_kept"] = kept.float().mean()
         ids, mask = self.slow_inputs(interaction)
@@ -347,8 +372,10 @@ class TwiSTAR(SIDGenerativeRecommender):
             if not parts:
                 raise ValueError("no held-out training row: raise twistar_holdout_ratio or use more data")
             rows = cat_interactions(parts)
-            key = rows[self.USER_ID].long() * (rows[self.ITEM_SEQ].shape[1] + 1) + rows[self.ITEM_SEQ_LEN].long()
-            rows = rows[torch.argsort(key)].to(self.tool_cost.device)  # deterministic order
+            # deterministic order: by user, then by content (rows of equal content are the same sample)
+            keys = row_hash(rows[self.USER_ID], rows[self.ITEM_SEQ], rows[self.ITEM_ID])  # [H] uint64
+            order = np.lexsort((keys, rows[self.USER_ID].cpu().numpy()))
+            rows, keys = rows[torch.from_numpy(order)].to(self.tool_cost.device), keys[order]
             out: dict[str, list[Tensor]] = {k: [] for k in ("fast", "feat", "ndcg")}
             seconds = torch.zeros(3, dtype=torch.float64)
             for start in range(0, len(rows), self.eval_batch):
@@ -367,7 +394,7 @@ class TwiSTAR(SIDGenerativeRecommender):
             oracle = oracle_labels(target, fast_items, 0.0, fast_k=self.settings.fast_k, rank_k=fast_items.shape[1])
             table = PlannerTable(rows[self.USER_ID].cpu(), rows[self.ITEM_SEQ_LEN].cpu(), target, fast_items,
                                  torch.cat(out["feat"]).cpu(), torch.cat(out["ndcg"]).cpu(), oracle,
-                                 (seconds / len(rows)).float())
+                                 (seconds / len(rows)).float(), torch.from_numpy(keys.view(np.int64).copy()))
             logger.info("planner table: %d held-out rows, tool cost %s ms/user, NDCG@10 per tool %s", len(rows),
                         [round(1000 * float(c), 3) for c in table.cost], table.ndcg.mean(0).tolist())
             return table
@@ -389,7 +416,7 @@ class TwiSTAR(SIDGenerativeRecommender):
     def reset_decode_stats(self) -> None:
         super().reset_decode_stats()
         self.eval_log: dict[str, list] = {"latency": [], "tool": [], "oracle": [], "served_rank": [],
-                                          "justification": []}
+                                          "justification": [], "steps": []}
         self.fixed_log: dict[str, dict[str, list]] = {}
 
     @staticmethod
@@ -400,7 +427,9 @@ class TwiSTAR(SIDGenerativeRecommender):
     @torch.no_grad()
     def route(self, interaction) -> tuple[Tensor, Tensor, Tensor | None, dict]:
         """This stage's decoding for a batch: (served items [B, W], per-user seconds [B], tools [B] or
-        None, what the record needs: the fast list and timings). Reads no target."""
+        None, what the record needs: the fast list and timings, ``width`` [B] (how many of a user's W
+        positions its tool filled: the rest is padding) and ``steps`` [B] (justification tokens decoded
+        for the user: 0 unless the slow tool served it)). Reads no target."""
         from recbole_ext.models.twistar.routing import FAST, RANK, SLOW, select_per_tool
 
         mode = self.route_mode
@@ -410,14 +439,16 @@ class TwiSTAR(SIDGenerativeRecommender):
         info: dict = {}
         if mode == "slow":
             (items, n_text), t = self._timed(lambda: self.slow_list(interaction))
-            info["justification"] = n_text
+            info.update(justification=n_text, steps=n_text, width=torch.full((b,), items.shape[1]))
             return items, torch.full((b,), t / b), None, info
         (fast, scores), t_fast = self._timed(lambda: self.fast_beams(interaction))
-        info.update(fast=fast, scores=scores, t_fast=t_fast)
+        info.update(fast=fast, scores=scores, t_fast=t_fast, steps=torch.zeros(b, dtype=torch.long),
+                    width=torch.full((b,), fast.shape[1]))
         if mode == "fast":
             return fast, torch.full((b,), t_fast / b), None, info
         if mode == "rank":
             ranked, t_rank = self._timed(lambda: self.rank_list(interaction, fast, scores))
+            info["width"] = torch.full((b,), ranked.shape[1])
             return ranked, torch.full((b,), (t_fast + t_rank) / b), None, info
         (tools, _), t_plan = self._timed(lambda: self.planner.act(self.features(interaction, scores), greedy=True))
         latency = torch.full((b,), (t_fast + t_plan) / b)
@@ -431,11 +462,16 @@ class TwiSTAR(SIDGenerativeRecommender):
             if tool == RANK:
                 got, t = self._timed(lambda s=sub, r=rows: self.rank_list(s, fast[r], scores[r]))
             else:
-                (got, _), t = self._timed(lambda s=sub: self.slow_list(s))
+                (got, n_text), t = self._timed(lambda s=sub: self.slow_list(s))
+                info["steps"][rows.cpu()] = n_text.cpu().long()
+                info.setdefault("justification", []).append(n_text)
+            info["width"][rows.cpu()] = got.shape[1]
             lists[rows, tool] = self._pad(got, width)
             latency[rows.cpu()] += t / rows.numel()
         served = select_per_tool(tools, lists)
         assert int((tools == FAST).sum() + (tools == RANK).sum() + (tools == SLOW).sum()) == b
+        if "justification" in info:
+            info["justification"] = torch.cat(info["justification"])  # the slow tool's users only
         return served, latency, tools, info
 
     @torch.no_grad()
@@ -447,11 +483,13 @@ class TwiSTAR(SIDGenerativeRecommender):
         served, latency, tools, info = self.route(interaction)
         # one width for every tool's list, so a routed user's scores equal its tool's own
         scores, _ = beams_to_scores(self._pad(served, max(self.settings.fast_beams, self.num_beams)), self.n_items)
-        n_invalid = (served < 0).sum()
+        width = info["width"].to(served.device)  # [B] positions each user's tool filled (the rest is padding)
+        own = torch.arange(served.shape[1], device=served.device)[None, :] < width[:, None]  # [B, W]
+        n_invalid = ((served < 0) & own).sum()
         device = scores.device
         self.decode_seconds += float(latency.sum())
         self.decode_users += served.shape[0]
-        self.decode_beams += served.numel()
+        self.decode_beams += int(width.sum())
         self.invalid_beams = self.invalid_beams.to(device) + n_invalid
         self.ranked_items = self.ranked_items.to(device) + torch.isfinite(scores).sum()
         # --- the record: everything below reads the target and never touches ``scores`` -------------
@@ -459,6 +497,7 @@ class TwiSTAR(SIDGenerativeRecommender):
         log = self.eval_log
         log["latency"] += latency.tolist()
         log["served_rank"] += rank_of(target, served).tolist()
+        log["steps"] += info["steps"].tolist()
         if "justification" in info:
             log["justification"] += info["justification"].tolist()
         if tools is not None:
@@ -509,8 +548,10 @@ class TwiSTAR(SIDGenerativeRecommender):
                      beta=self.planner_rl_cfg.beta, text_vocab_size=self.text.size)
         if log["latency"]:
             extra.update(self._latency(log["latency"]))
-        if log["justification"]:
+        if log["justification"]:  # over the users the slow tool served
             extra["mean_justification_tokens"] = round(float(np.mean(log["justification"])), 3)
+        if log["steps"]:  # reasoning tokens as decoded, over every user (0 where fast or rank served)
+            extra["mean_reasoning_steps"] = round(float(np.mean(log["steps"])), 3)
         if self.route_mode in TOOL_NAMES:  # a tool stage serves every user with its own tool
             extra["tool_shares"] = {name: float(name == self.route_mode) for name in TOOL_NAMES}
         elif log["tool"]:

@@ -150,8 +150,8 @@ class SlowSFTStage(Stage):
     def __init__(self, config, schedule):
         super().__init__(config, schedule)
         self.epoch = 0
-        #: (user id, history length) -> keep the rationale target (the last self-filtering decision)
-        self.keep: dict[tuple[int, int], bool] = {}
+        #: a training row's content hash (model.row_hash) -> keep the rationale target (the last self-filtering decision)
+        self.keep: dict[int, bool] = {}
         self.generator = torch.Generator()
 
     def begin(self, model) -> None:
@@ -193,7 +193,10 @@ class PlannerStage(Stage):
 
     def begin_epoch(self, model, train_data, epoch: int) -> None:
         if self.table is None:
-            self.table = model.planner_table(train_data)
+            # the planner stages train the planner only: the tools, hence the table, are those the warm-up
+            # saw, so the RL stage of the same process reuses its table (the slow tool decodes each row once)
+            self.table = getattr(model, "planner_table_built", None) or model.planner_table(train_data)
+            model.planner_table_built = self.table
             self.prepare(model)
             self.notes.update(self.table.notes())
 
@@ -257,12 +260,19 @@ class PlannerRLStage(PlannerStage):
         cfg, t = self.config, self.table
         if not bool(model.planner.scaler.fitted):
             model.planner.fit_scaler(t.features)  # planner_rl without a warm-up stage
-        cost = t.cost if cfg.tool_cost is None else torch.tensor([float(c) for c in cfg.tool_cost])
+        if cfg.tool_cost is not None:
+            cost, source = torch.tensor([float(c) for c in cfg.tool_cost]), "planner_rl_tool_cost"
+        elif bool((model.tool_cost > 0).all()):
+            # measured once by the warm-up and kept with its (cached) weights: every cell of a beta sweep
+            # trains against the same costs
+            cost, source = model.tool_cost.detach().cpu().clone(), "warmup"
+        else:
+            cost, source = t.cost, "measured"  # no warm-up stage before this one
         if cost.shape != (3,):
             raise ValueError(f"planner_rl_tool_cost must list 3 costs (fast, rank, slow) in seconds, got {cfg.tool_cost}")
         self.cost = cost.float()
         model.tool_cost.copy_(self.cost.to(model.tool_cost.device))
-        self.notes["planner_rl_cost_source"] = "measured" if cfg.tool_cost is None else "planner_rl_tool_cost"
+        self.notes["planner_rl_cost_source"] = source
 
     def loss(self, model, index):
         from recbole_ext.models.twistar.planner import reinforce_step

@@ -4,6 +4,7 @@ the cost term of the planner's reward, and all stages end to end through the run
 from __future__ import annotations
 
 
+import numpy as np
 import pytest
 import torch
 from synthetic_data import TINY_GENERATIVE, tiny_model, write_item_text, write_sequences
@@ -30,21 +31,28 @@ def first(loader):
     return next(iter(loader))
 
 
-def train_rows(train) -> set[tuple[int, int]]:
-    feat = train._dataset.inter_feat
-    return set(zip(feat["user_id"].tolist(), feat["item_length"].tolist()))
-
-
 # --- pure pieces ------------------------------------------------------------------------------------
-def test_holdout_rows_are_a_fixed_hash_of_user_and_position():
-    from recbole_ext.models.twistar.model import holdout_rows
+def test_holdout_rows_are_a_fixed_hash_of_the_rows_content():
+    from recbole_ext.models.twistar.model import holdout_rows, row_hash
 
-    users, lengths = torch.arange(1, 9), torch.arange(4, 12)
-    assert holdout_rows(users, lengths, 0.5).tolist() == [True, False, False, False, False, False, True, True]
+    gen = torch.Generator().manual_seed(0)
+    users = torch.arange(10000) // 10
+    history = torch.randint(1, 500, (10000, 20), generator=gen)  # [R, L]
+    target = torch.randint(1, 500, (10000,), generator=gen)
+    held = holdout_rows(users, history, target, 0.1)
     torch.manual_seed(123)  # no RNG involved: the same rows for every seed
-    assert holdout_rows(users, lengths, 0.5).tolist() == [True, False, False, False, False, False, True, True]
-    many_u, many_l = torch.arange(10000) // 10, torch.arange(10000) % 10 + 1
-    assert float(holdout_rows(many_u, many_l, 0.1).float().mean()) == pytest.approx(0.1005)
+    assert torch.equal(holdout_rows(users, history, target, 0.1), held)
+    assert float(held.float().mean()) == pytest.approx(0.1, abs=0.01)
+    # one user, every row at RecBole's capped length: still decided row by row, not all or none
+    one = holdout_rows(torch.zeros(10000, dtype=torch.long), history, target, 0.1)
+    assert float(one.float().mean()) == pytest.approx(0.1, abs=0.01)
+    # equal content, equal decision; any changed part of a row, another hash
+    assert torch.equal(holdout_rows(users[:5].repeat(2), history[:5].repeat(2, 1), target[:5].repeat(2), 0.5)[:5],
+                       holdout_rows(users[:5], history[:5], target[:5], 0.5))
+    base = row_hash(users[:1], history[:1], target[:1])
+    changed = [row_hash(users[:1] + 1, history[:1], target[:1]), row_hash(users[:1], history[:1].flip(1), target[:1]),
+               row_hash(users[:1], history[:1], target[:1] + 1)]
+    assert all(c[0] != base[0] for c in changed)
 
 
 def test_self_filter_keeps_a_rationale_only_after_a_hit():
@@ -105,14 +113,20 @@ def test_ranker_trains_on_held_out_rows_only(text_dataset, tmp_path, monkeypatch
 
 
 def test_planner_labels_come_from_held_out_training_rows_only(text_dataset, tmp_path):
+    from recbole_ext.models.twistar.model import row_hash
+
     _, model, (train, valid, test) = build(*text_dataset, tmp_path)
     table = model.planner_table(train)
-    rows = list(zip(table.users.tolist(), table.lengths.tolist()))
+    rows = table.keys.tolist()
     assert len(rows) == len(set(rows)) > 0
-    assert set(rows) <= train_rows(train)  # training rows ...
-    assert model.holdout_mask({"user_id": table.users, "item_length": table.lengths}).all()  # ... held out ones
-    n_held = sum(int(model.holdout_mask(b).sum()) for b in train)
-    assert len(rows) == n_held  # every held-out row, once
+    held = {}  # the training rows the model holds out, by content hash
+    for batch in train:
+        batch = batch[model.holdout_mask(batch)]
+        for key, user in zip(row_hash(batch["user_id"], batch["item_id_list"], batch["item_id"]).view(np.int64).tolist(),
+                             batch["user_id"].tolist()):
+            held[key] = user
+    assert set(rows) == set(held)  # every held-out training row, once, and nothing else
+    assert table.users.tolist() == [held[k] for k in rows] == sorted(table.users.tolist())
     assert table.features.shape == (len(rows), 8) and table.ndcg.shape == (len(rows), 3)
     assert (table.cost > 0).all()
     # other validation / test targets change nothing
@@ -120,7 +134,7 @@ def test_planner_labels_come_from_held_out_training_rows_only(text_dataset, tmp_
         feat = loader._dataset.inter_feat
         feat.interaction["item_id"] = 1 + (feat["item_id"] % (model.n_items - 1))
     again = model.planner_table(train)
-    for name in ("users", "lengths", "target", "fast_items", "features", "ndcg", "oracle"):
+    for name in ("users", "lengths", "target", "fast_items", "features", "ndcg", "oracle", "keys"):
         assert torch.equal(getattr(table, name), getattr(again, name)), name
 
 
@@ -166,7 +180,9 @@ def test_slow_sft_self_filtering_decisions(text_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(model, "sampled_hits", lambda interaction, cfg, gen: decisions[: len(interaction)])
     keep: dict = {}
     _, stats = model.slow_sft_loss(batch, model.slow_sft_cfg, keep, torch.Generator())
-    key = list(zip(kept_rows["user_id"].tolist(), kept_rows["item_length"].tolist()))
+    from recbole_ext.models.twistar.model import row_hash
+
+    key = row_hash(kept_rows["user_id"], kept_rows["item_id_list"], kept_rows["item_id"]).tolist()  # by row content
     assert keep == {key[0]: True, key[1]: False, key[2]: False | True}
     n = len(kept_rows)
     assert float(stats["rationale_kept"]) == pytest.approx((n - 1) / n)  # only row 1 trains an empty rationale
@@ -237,6 +253,33 @@ def test_each_user_gets_one_tool_and_the_record_holds_the_fixed_strategies(text_
     assert "fixed_strategies" not in model.record_extra()
 
 
+def test_routed_beams_and_reasoning_steps_count_each_tools_own_list(text_dataset, tmp_path, monkeypatch):
+    """Padding a short list to the routed width is no invalid beam, and reasoning tokens are those decoded:
+    hand-made tools (fast: 12 valid beams; slow: 3 beams, one dead, after 5 justification tokens), every
+    other user sent to the slow tool."""
+    from recbole_ext.models.twistar.routing import FAST, SLOW
+
+    _, model, (_, _, test) = build(*text_dataset, tmp_path)
+    inter = first(test)[0]
+    b = inter["item_id"].shape[0]
+    fast = torch.arange(1, 13).repeat(b, 1)  # [B, 12]
+    monkeypatch.setattr(model, "fast_beams", lambda i: (fast[: i["item_id"].shape[0]], torch.zeros(i["item_id"].shape[0], 12)))
+    monkeypatch.setattr(model, "features", lambda i, scores: torch.zeros(scores.shape[0], 8))
+    tools = torch.tensor([FAST, SLOW] * b)[:b]
+    monkeypatch.setattr(model.planner, "act", lambda feats, greedy: (tools, torch.zeros(b, 3)))
+    monkeypatch.setattr(model, "slow_list", lambda i: (torch.tensor([[7, 8, -1]]).repeat(i["item_id"].shape[0], 1),
+                                                       torch.full((i["item_id"].shape[0],), 5)))
+    model.route_mode = "route"
+    model.reset_decode_stats()
+    model.full_sort_predict(inter)
+    n_slow = int((tools == SLOW).sum())
+    assert model.decode_beams == 12 * (b - n_slow) + 3 * n_slow
+    assert int(model.invalid_beams) == n_slow  # the slow lists' dead beam, not the padding up to the width
+    extra = model.record_extra()
+    assert extra["mean_reasoning_steps"] == round(5 * n_slow / b, 3)
+    assert extra["mean_justification_tokens"] == 5.0  # over the slow tool's users
+
+
 def test_cost_term_moves_the_planner(text_dataset, tmp_path):
     from recbole_ext.models.twistar.model import PlannerTable
     from recbole_ext.models.twistar.stages import PlannerRLConfig, PlannerRLStage
@@ -249,7 +292,7 @@ def test_cost_term_moves_the_planner(text_dataset, tmp_path):
     ndcg = torch.tensor([0.2, 0.5, 1.0]).expand(h, 3).clone()  # slow is the most accurate ...
     table = PlannerTable(torch.arange(h), torch.ones(h, dtype=torch.long), torch.ones(h, dtype=torch.long),
                          torch.zeros(h, 50, dtype=torch.long), features, ndcg, torch.zeros(h, dtype=torch.long),
-                         torch.tensor([0.001, 0.002, 0.05]))  # ... and the most expensive
+                         torch.tensor([0.001, 0.002, 0.05]), torch.arange(h))  # ... and the most expensive
 
     def train(beta: float) -> torch.Tensor:
         torch.manual_seed(0)
@@ -292,7 +335,7 @@ def test_all_stages_end_to_end_with_a_cache_hit_on_rerun(text_dataset, tmp_path)
     for stage in rec["stages"]:
         assert set(stage["test"]) == {"hit@5", "hit@10", "ndcg@5", "ndcg@10"}
         assert len(stage["per_user"]["test"]["user_ids"]) == 40
-        assert stage["extra"]["latency_ms_p95"] >= stage["extra"]["latency_ms_mean"] * 0.0 >= 0
+        assert stage["extra"]["latency_ms_p95"] > 0 and stage["extra"]["latency_ms_mean"] > 0  # both timed
     modes = [s["extra"]["route_mode"] for s in rec["stages"]]
     assert modes == ["fast", "rank", "slow", "slow", "route", "route"]
     fast, ranker, sft, rl, warm, plan = (s["extra"] for s in rec["stages"])
@@ -304,6 +347,9 @@ def test_all_stages_end_to_end_with_a_cache_hit_on_rerun(text_dataset, tmp_path)
         assert set(extra["fixed_strategies"]) == {"fast", "rank", "slow"} and "oracle_agreement" in extra
         assert all(c > 0 for c in extra["tool_cost_ms"])
     assert "fixed_strategies" not in fast
+    # the RL stage trains against the warm-up's measured costs, on the warm-up's table (built once)
+    assert plan["planner_rl_cost_source"] == "warmup"
+    assert plan["measured_tool_cost_ms"] == warm["measured_tool_cost_ms"] == plan["tool_cost_ms"]
     # a tool stage serves everyone with its tool (so its efficiency row does not show the planner's shares)
     assert [e["tool_shares"] for e in (fast, ranker, sft, rl)] == [
         {"fast": 1.0, "rank": 0.0, "slow": 0.0}, {"fast": 0.0, "rank": 1.0, "slow": 0.0},
@@ -318,6 +364,9 @@ def test_all_stages_end_to_end_with_a_cache_hit_on_rerun(text_dataset, tmp_path)
     rec3 = run_tiny(text_dataset, tmp_path, "c", twistar_beta=1000.0)
     assert [s["extra"]["cached"] for s in rec3["stages"]] == [True] * 5 + [False]
     assert rec3["stages"][-1]["extra"]["beta"] == 1000.0
+    # a cell of a beta sweep: the warm-up from the cache, its costs with it
+    assert rec3["stages"][-1]["extra"]["planner_rl_cost_source"] == "warmup"
+    assert rec3["stages"][-1]["extra"]["tool_cost_ms"] == plan["tool_cost_ms"]
 
 
 def test_calculate_loss_points_at_the_staged_trainer(text_dataset, tmp_path):
