@@ -3,7 +3,8 @@
 The paper turns inter-item collaborative signals into natural-language sentences and injects them
 into the slow reasoning model's input. Here the signal is each item's best Swing neighbour
 (:func:`recbole_ext.cooccurrence.swing_scores`) computed over the users' TRAINING sequences
-(:func:`recbole_ext.cooccurrence.user_sequences` of the training rows) and nothing else: a sentence
+(:func:`recbole_ext.cooccurrence.user_sequences` of the training rows, the held-out rows' targets taken
+out: :func:`without_targets`) and nothing else: a sentence
 names one of the last ``n_last`` history items and that item's training neighbour, never a
 validation or test target. Items are named by their short title (:mod:`recbole_ext.rationale`).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,18 +25,52 @@ from recbole_ext.cooccurrence import swing_scores, user_sequences
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CollaborativeKnowledge", "sentence", "swing_neighbours"]
+__all__ = ["CollaborativeKnowledge", "sentence", "swing_neighbours", "without_targets"]
 
 
 def swing_neighbours(user_ids: Tensor, histories: Tensor, lengths: Tensor, targets: Tensor, n_items: int,
-                     alpha: float, max_users_per_item: int) -> Tensor:
+                     alpha: float, max_users_per_item: int, leave_out: Tensor | None = None) -> Tensor:
     """Each item's best Swing neighbour over the given (training) rows -> [n_items] ids, 0 = none.
 
-    user_ids [R], histories [R, L], lengths [R], targets [R]: RecBole's training rows.
+    user_ids [R], histories [R, L], lengths [R], targets [R]: RecBole's training rows, each user's in time
+    order. ``leave_out`` [R] bool: rows whose target is taken out of its user's sequence first (TwiSTAR's
+    held-out rows: their collaborative sentences then never draw on their own target).
     """
     sequences = user_sequences(user_ids, histories, lengths, targets)
+    if leave_out is not None:
+        sequences = without_targets(sequences, user_ids, targets, leave_out)
     neighbours, scores = swing_scores(sequences, n_items, alpha=alpha, top_k=1, max_users_per_item=max_users_per_item)
     return torch.where(torch.isfinite(scores[:, 0]), neighbours[:, 0], torch.zeros_like(neighbours[:, 0]))  # [N]
+
+
+def without_targets(sequences: dict[int, list[int]], user_ids: Tensor, targets: Tensor,
+                    leave_out: Tensor) -> dict[int, list[int]]:
+    """``sequences`` (:func:`user_sequences` of the same rows) without the targets of the ``leave_out`` rows.
+
+    A user's k-th row (input order, 0-based) predicts item k + 1 of its sequence (the first item is
+    never a target). A row whose target is not found there (rows out of time order) is left in, with a
+    warning."""
+    users = user_ids.detach().cpu().numpy()
+    target = targets.detach().cpu().numpy()
+    drop = leave_out.detach().cpu().numpy().astype(bool)
+    seen: dict[int, int] = {}
+    positions: dict[int, set[int]] = {}
+    missed = 0
+    for r in np.argsort(users, kind="stable"):  # rows grouped by user, input order kept
+        u = int(users[r])
+        k = seen.get(u, 0)
+        seen[u] = k + 1
+        if not drop[r]:
+            continue
+        seq = sequences.get(u, [])
+        if k + 1 < len(seq) and seq[k + 1] == int(target[r]):
+            positions.setdefault(u, set()).add(k + 1)
+        else:
+            missed += 1
+    if missed:
+        logger.warning("Swing: %d left-out rows not found in their user's sequence (rows out of time order?): kept",
+                       missed)
+    return {u: [i for j, i in enumerate(seq) if j not in positions.get(u, ())] for u, seq in sequences.items()}
 
 
 def sentence(title_a: str, title_b: str) -> str:

@@ -30,10 +30,9 @@ seed), is never used
 to train the fast model (nor the slow one); the ranker's and the planner's labels come from those
 rows only, never from validation or test targets. The ranker is trained on the same rows the
 planner's RL reward later scores, so its NDCG there is in-sample (a documented simplification). The
-Swing neighbours behind the collaborative sentences come from every training row, a held-out row's own
-target included (no leave-one-out): for a long-tail item that one co-occurrence can decide its top
-neighbour, so the slow tool's NDCG on held-out rows may be a little optimistic (a known simplification;
-test users' targets are never in the training rows).
+Swing neighbours behind the collaborative sentences come from the training sequences with the held-out
+rows' targets taken out, so a held-out row's sentences never draw on its own target (as a test user's
+never draw on its test target).
 
 Evaluation (:meth:`TwiSTAR.full_sort_predict`): per stage (``route_mode``, set by the stage) always
 fast / fast+rank / slow, or routed: the fast beam search for every user (the features), the planner
@@ -135,8 +134,8 @@ class TwiSTAR(SIDGenerativeRecommender):
     #: keys that change only the test pass: a cached stage is reused and tested with them
     TEST_ONLY_KEYS = frozenset({"twistar_compare_fixed"})
     #: bumped when the code changes what a TwiSTAR stage trains (the stage cache's key): 1 = hold-out rows
-    #: by row content (before: by user and capped history length)
-    STAGE_CACHE_REVISION = 1
+    #: by row content (before: by user and capped history length); 2 = Swing without the held-out targets
+    STAGE_CACHE_REVISION = 2
     #: read by the runner: ``--nproc``/torchrun refuse TwiSTAR with this reason. Each rank would build the
     #: planner table from its own shard of the held-out rows (different sizes: the per-step gradient
     #: all-reduce would fall out of step; different scalers and tool costs per rank).
@@ -165,8 +164,10 @@ class TwiSTAR(SIDGenerativeRecommender):
         self.text = ItemText(config, dataset, read_config(TextSettings, config), self.ITEM_SEQ, self.ITEM_SEQ_LEN,
                              self.ITEM_ID)
         feat = dataset.inter_feat  # the training rows: the model is built on the training split
+        held = holdout_rows(feat[self.USER_ID], feat[self.ITEM_SEQ], feat[self.ITEM_ID], s.holdout_ratio)  # [R]
         neighbour = swing_neighbours(feat[self.USER_ID], feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN],
-                                     feat[self.ITEM_ID], self.n_items, s.swing_alpha, s.swing_max_users)
+                                     feat[self.ITEM_ID], self.n_items, s.swing_alpha, s.swing_max_users,
+                                     leave_out=held)  # a held-out row's own target never shapes its sentences
         self.knowledge = CollaborativeKnowledge(neighbour, [f.title for f in self.text.facts], s.knowledge_items)
         self.slow_vocab = self.sids.vocab(n_extra=self.text.size)
         with torch.random.fork_rng(devices=[]):  # the extra modules do not shift the global RNG

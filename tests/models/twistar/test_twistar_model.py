@@ -68,6 +68,26 @@ def test_self_filter_keeps_a_rationale_only_after_a_hit():
     assert out_ends.tolist() == [[2, 4], [-1, -1], [3, -1]]
 
 
+def test_swing_leaves_out_the_held_out_rows_targets():
+    """Two users share items 3 and 4 only through user 1's third row: with that row left out, Swing
+    has no evidence for the pair (and user 1's sequence is [1, 2, 4, 5])."""
+    from recbole_ext.cooccurrence import user_sequences
+    from recbole_ext.models.twistar.knowledge import swing_neighbours, without_targets
+
+    users = torch.tensor([1, 1, 1, 1, 2, 2, 2])
+    hist = torch.tensor([[1, 0, 0, 0], [1, 2, 0, 0], [1, 2, 3, 0], [1, 2, 3, 4], [3, 0, 0, 0], [3, 4, 0, 0],
+                         [3, 4, 6, 0]])
+    lengths = torch.tensor([1, 2, 3, 4, 1, 2, 3])
+    target = torch.tensor([2, 3, 4, 5, 4, 6, 7])
+    out = torch.tensor([False, True, False, False, False, False, False])  # user 1's row predicting item 3
+    sequences = user_sequences(users, hist, lengths, target)
+    assert sequences == {1: [1, 2, 3, 4, 5], 2: [3, 4, 6, 7]}
+    assert without_targets(sequences, users, target, out) == {1: [1, 2, 4, 5], 2: [3, 4, 6, 7]}
+    both = swing_neighbours(users, hist, lengths, target, 8, 1.0, 200)
+    left = swing_neighbours(users, hist, lengths, target, 8, 1.0, 200, leave_out=out)
+    assert int(both[3]) != 0 and int(left[3]) == 0  # item 3 had a neighbour only through the held-out row
+
+
 def test_compact_tokens_closes_the_gap_between_history_and_knowledge():
     from recbole_ext.models.twistar.slow import compact_tokens
 
@@ -145,7 +165,7 @@ def test_swing_sentences_name_history_items_and_their_training_neighbours(text_d
     _, model, (train, _, test) = build(*text_dataset, tmp_path)
     feat = train._dataset.inter_feat
     expected = swing_neighbours(feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"],
-                                model.n_items, 1.0, 200)
+                                model.n_items, 1.0, 200, leave_out=model.holdout_mask(feat))
     assert torch.equal(model.knowledge.neighbour, expected)
     sequences = user_sequences(feat["user_id"], feat["item_id_list"], feat["item_length"], feat["item_id"])
     together = {(a, b) for seq in sequences.values() for a in seq for b in seq if a != b}
