@@ -151,12 +151,15 @@ def routing_lines(entries: Sequence[Entry]) -> list[str]:
     return lines
 
 
-def report(entries: Sequence[Entry], reference: str = "TIGER") -> str:
-    """The whole printout for ``entries`` (sections without content are left out)."""
-    sections = [("Rows (mean over seeds)", row_lines(entries, reference)),
-                ("Decoding variants of the same weights, same users", variant_lines(entries)),
-                ("Adaptive depth, stage after stage", depth_lines(entries)),
-                ("Routing: the planner beside the fixed strategies, same users", routing_lines(entries))]
+def _sections(entries: Sequence[Entry], reference: str) -> list[tuple[str, list[str]]]:
+    """(title, lines) of each section, rows first."""
+    return [("Rows (mean over seeds)", row_lines(entries, reference)),
+            ("Decoding variants of the same weights, same users", variant_lines(entries)),
+            ("Adaptive depth, stage after stage", depth_lines(entries)),
+            ("Routing: the planner beside the fixed strategies, same users", routing_lines(entries))]
+
+
+def _render(sections: Sequence[tuple[str, list[str]]]) -> str:
     out = []
     for title, lines in sections:
         if lines:
@@ -164,17 +167,23 @@ def report(entries: Sequence[Entry], reference: str = "TIGER") -> str:
     return "\n".join(out)
 
 
+def report(entries: Sequence[Entry], reference: str = "TIGER") -> str:
+    """The whole printout for ``entries`` (sections without content are left out)."""
+    return _render(_sections(entries, reference))
+
+
 def write_reasoning_cost(entries: Sequence[Entry], reference: str, path: Path) -> Path | None:
     """``path`` (Markdown) with :func:`report`, atomically, when a record holds a claim to read (decoding
     variants, adaptive depths or routing); else nothing (returns None)."""
     from recbole_ext.atomic import atomic_write_text
 
-    if not (variant_lines(entries) or depth_lines(entries) or routing_lines(entries)):
+    sections = _sections(entries, reference)
+    if not any(lines for _, lines in sections[1:]):  # rows alone: no claim to read
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "**Reasoning cost beside accuracy** (`python -m recbole_ext.benchmark.reasoning_cost "
                             "--output_dir=DIR`; ratios of numbers measured in one run on the same test users)\n\n"
-                            f"```text\n{report(entries, reference)}```\n")
+                            f"```text\n{_render(sections)}```\n")
     return path
 
 

@@ -25,7 +25,7 @@ Tools (:mod:`recbole_ext.models.twistar.routing`: FAST, RANK, SLOW):
   held-out rows when the planner stage begins (``tool_cost``, a buffer: it travels with the weights).
 
 Held-out training prefixes: a fixed share (``twistar_holdout_ratio``) of the training rows, picked by
-a hash of the row's content (user id, visible history, target: :func:`holdout_rows`, the same for every
+a hash of the row's content (user id, visible history, target: :func:`~recbole_ext.models.twistar.holdout.holdout_rows`, the same for every
 seed), is never used
 to train the fast model (nor the slow one); the ranker's and the planner's labels come from those
 rows only, never from validation or test targets. The ranker is trained on the same rows the
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -54,6 +53,8 @@ from torch import Tensor
 
 from recbole_ext.generation import beams_to_scores
 from recbole_ext.models.sid_base import SIDGenerativeRecommender
+from recbole_ext.models.twistar.holdout import holdout_rows, row_hash
+from recbole_ext.models.twistar.planner import PlannerTable
 from recbole_ext.models.twistar.stages import (
     ROUTE_MODES,
     FastConfig,
@@ -75,56 +76,6 @@ logger = logging.getLogger(__name__)
 
 #: top-k of the fixed strategies' metrics in the record (the protocol's)
 RECORD_TOPK = (5, 10)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on uint64 values (elementwise)."""
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def row_hash(user_ids: Tensor, history: Tensor, target: Tensor) -> np.ndarray:
-    """[R] uint64: a hash of each training row's content (user id, its visible history [R, L], target
-    item). Rows differ in content even where RecBole caps the history length (every row past
-    ``MAX_ITEM_LIST_LENGTH`` has the same length); rows of equal content are the same sample."""
-    x = _mix(user_ids.detach().cpu().numpy().astype(np.uint64))
-    with np.errstate(over="ignore"):
-        for column in history.detach().cpu().numpy().astype(np.uint64).T:  # [R] per history position
-            x = _mix(x ^ column)
-        return _mix(x ^ target.detach().cpu().numpy().astype(np.uint64))
-
-
-def holdout_rows(user_ids: Tensor, history: Tensor, target: Tensor, ratio: float) -> Tensor:
-    """[R] bool: the training rows held out from the fast model, by :func:`row_hash` (no RNG: the same
-    rows for every seed and batch order; about ``ratio`` of them)."""
-    share = (row_hash(user_ids, history, target) >> np.uint64(11)).astype(np.float64) / float(2**53)  # [0, 1)
-    return torch.from_numpy(share < ratio).to(user_ids.device)
-
-
-@dataclass
-class PlannerTable:
-    """The planner's training rows (held-out training rows only), H rows sorted by user, then by content hash."""
-
-    users: Tensor  # [H] user ids
-    lengths: Tensor  # [H] history lengths
-    target: Tensor  # [H] target items
-    fast_items: Tensor  # [H, K] the fast beams (best first, -1 dead)
-    features: Tensor  # [H, F] planner features
-    ndcg: Tensor  # [H, 3] NDCG@10 of each tool's list
-    oracle: Tensor  # [H] the pure oracle tool (no up-routing)
-    cost: Tensor  # [3] measured seconds per user of each tool
-    keys: Tensor  # [H] int64: each row's :func:`row_hash` (its identity: unique per distinct row)
-
-    def notes(self) -> dict:
-        from recbole_ext.models.twistar.routing import tool_shares
-
-        h = int(self.users.shape[0])
-        return {"holdout_rows": h, "measured_tool_cost_ms": [round(1000 * float(c), 4) for c in self.cost],
-                "holdout_ndcg10": [round(float(v), 5) for v in self.ndcg.mean(0)] if h else [],
-                "holdout_oracle_shares": tool_shares(self.oracle) if h else {}}
 
 
 class TwiSTAR(SIDGenerativeRecommender):
@@ -164,7 +115,7 @@ class TwiSTAR(SIDGenerativeRecommender):
         self.text = ItemText(config, dataset, read_config(TextSettings, config), self.ITEM_SEQ, self.ITEM_SEQ_LEN,
                              self.ITEM_ID)
         feat = dataset.inter_feat  # the training rows: the model is built on the training split
-        held = holdout_rows(feat[self.USER_ID], feat[self.ITEM_SEQ], feat[self.ITEM_ID], s.holdout_ratio)  # [R]
+        held = self.holdout_mask(feat)  # [R]
         neighbour = swing_neighbours(feat[self.USER_ID], feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN],
                                      feat[self.ITEM_ID], self.n_items, s.swing_alpha, s.swing_max_users,
                                      leave_out=held)  # a held-out row's own target never shapes its sentences
@@ -202,7 +153,7 @@ class TwiSTAR(SIDGenerativeRecommender):
         raise TypeError("TwiSTAR trains in stages: use the StagedTrainer (the registry's trainer for TwiSTAR)")
 
     def holdout_mask(self, interaction) -> Tensor:
-        """[B] bool: the batch's held-out training rows (:func:`holdout_rows`)."""
+        """[B] bool: the batch's held-out training rows (:func:`~recbole_ext.models.twistar.holdout.holdout_rows`)."""
         return holdout_rows(interaction[self.USER_ID], interaction[self.ITEM_SEQ], interaction[self.ITEM_ID],
                             self.settings.holdout_ratio)
 
@@ -322,7 +273,7 @@ class TwiSTAR(SIDGenerativeRecommender):
 
         ``keep`` None (warm epochs): every row's rationale is its target. Otherwise self-filtering: the
         first ``filter_rows`` rows of the batch are checked again (:meth:`sampled_hits`) and the
-        decision stored in ``keep`` by the row's :func:`row_hash`; a row keeps its rationale iff its last decision
+        decision stored in ``keep`` by the row's :func:`~recbole_ext.models.twistar.holdout.row_hash`; a row keeps its rationale iff its last decision
         says a sampled justification led to a hit (rows never checked keep theirs)."""
         from recbole_ext.models.item_text import text_then_sid_pass
         from recbole_ext.models.twistar.slow import self_filter

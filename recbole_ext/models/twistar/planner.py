@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,30 @@ from recbole_ext.rl.reinforce import ReinforceOutput, reinforce_loss
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Planner", "balanced_class_weights", "reinforce_step", "warmup_loss"]
+__all__ = ["Planner", "PlannerTable", "balanced_class_weights", "reinforce_step", "warmup_loss"]
+
+
+@dataclass
+class PlannerTable:
+    """The planner's training rows (held-out training rows only), H rows sorted by user, then by content hash."""
+
+    users: Tensor  # [H] user ids
+    lengths: Tensor  # [H] history lengths
+    target: Tensor  # [H] target items
+    fast_items: Tensor  # [H, K] the fast beams (best first, -1 dead)
+    features: Tensor  # [H, F] planner features
+    ndcg: Tensor  # [H, 3] NDCG@10 of each tool's list
+    oracle: Tensor  # [H] the pure oracle tool (no up-routing)
+    cost: Tensor  # [3] measured seconds per user of each tool
+    keys: Tensor  # [H] int64: each row's :func:`row_hash` (its identity: unique per distinct row)
+
+    def notes(self) -> dict:
+        from recbole_ext.models.twistar.routing import tool_shares
+
+        h = int(self.users.shape[0])
+        return {"holdout_rows": h, "measured_tool_cost_ms": [round(1000 * float(c), 4) for c in self.cost],
+                "holdout_ndcg10": [round(float(v), 5) for v in self.ndcg.mean(0)] if h else [],
+                "holdout_oracle_shares": tool_shares(self.oracle) if h else {}}
 
 
 class Planner(nn.Module):

@@ -150,7 +150,7 @@ class SlowSFTStage(Stage):
     def __init__(self, config, schedule):
         super().__init__(config, schedule)
         self.epoch = 0
-        #: a training row's content hash (model.row_hash) -> keep the rationale target (the last self-filtering decision)
+        #: a training row's content hash (holdout.row_hash) -> keep the rationale target (the last self-filtering decision)
         self.keep: dict[int, bool] = {}
         self.generator = torch.Generator()
 

@@ -33,7 +33,7 @@ def first(loader):
 
 # --- pure pieces ------------------------------------------------------------------------------------
 def test_holdout_rows_are_a_fixed_hash_of_the_rows_content():
-    from recbole_ext.models.twistar.model import holdout_rows, row_hash
+    from recbole_ext.models.twistar.holdout import holdout_rows, row_hash
 
     gen = torch.Generator().manual_seed(0)
     users = torch.arange(10000) // 10
@@ -133,7 +133,7 @@ def test_ranker_trains_on_held_out_rows_only(text_dataset, tmp_path, monkeypatch
 
 
 def test_planner_labels_come_from_held_out_training_rows_only(text_dataset, tmp_path):
-    from recbole_ext.models.twistar.model import row_hash
+    from recbole_ext.models.twistar.holdout import row_hash
 
     _, model, (train, valid, test) = build(*text_dataset, tmp_path)
     table = model.planner_table(train)
@@ -200,7 +200,7 @@ def test_slow_sft_self_filtering_decisions(text_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(model, "sampled_hits", lambda interaction, cfg, gen: decisions[: len(interaction)])
     keep: dict = {}
     _, stats = model.slow_sft_loss(batch, model.slow_sft_cfg, keep, torch.Generator())
-    from recbole_ext.models.twistar.model import row_hash
+    from recbole_ext.models.twistar.holdout import row_hash
 
     key = row_hash(kept_rows["user_id"], kept_rows["item_id_list"], kept_rows["item_id"]).tolist()  # by row content
     assert keep == {key[0]: True, key[1]: False, key[2]: False | True}
@@ -301,7 +301,7 @@ def test_routed_beams_and_reasoning_steps_count_each_tools_own_list(text_dataset
 
 
 def test_cost_term_moves_the_planner(text_dataset, tmp_path):
-    from recbole_ext.models.twistar.model import PlannerTable
+    from recbole_ext.models.twistar.planner import PlannerTable
     from recbole_ext.models.twistar.stages import PlannerRLConfig, PlannerRLStage
     from recbole_ext.trainers.stages import StageSchedule
 
